@@ -1,0 +1,149 @@
+"""``qa export`` (audit files), ``qa export verify MANIFEST`` and ``qa report``."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+
+import click
+
+from .common import App, domain_errors, pass_app
+
+_FORMAT_SUFFIX = {"jsonl": ".jsonl", "csv": ".csv", "xlsx": ".xlsx"}
+
+
+def parse_when(value: str | None, *, end: bool = False) -> datetime | None:
+    """``2026-11-02`` (a day; as ``--until`` it includes that whole day) or an ISO
+    timestamp; times without a zone are UTC."""
+    if not value:
+        return None
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            ts = datetime.combine(day + timedelta(days=1) if end else day, time(), tzinfo=timezone.utc)
+        else:
+            ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD) or ISO timestamp") from e
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def _default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return os.environ.get("USER") or "unknown"
+
+
+def _split(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Repeated options and comma-separated lists both work: --tier T1 --tier T2, --tier T1,T2."""
+    return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
+
+
+@click.group("export", invoke_without_command=True)
+@click.option("--format", "fmt", type=click.Choice(list(_FORMAT_SUFFIX)), help="Output format (default: from --out).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output file; the manifest is written beside it as OUT.manifest.json. CSV also writes "
+                   "NAME-calls.csv beside NAME.csv (and NAME-transcript.csv).")
+@click.option("--since", help="Calls started at or after this day/time (UTC).")
+@click.option("--until", help="Calls started before this time; a bare day includes that whole day.")
+@click.option("--tier", multiple=True, help="T1, T2 or T3 (repeat or comma-separate).")
+@click.option("--category", multiple=True, help="Calls with a finding in this category.")
+@click.option("--agent", multiple=True, help="Agent id.")
+@click.option("--team", multiple=True, help="Team name.")
+@click.option("--status", multiple=True, help="Call status (routed, failed ...).")
+@click.option("--include-transcript", is_flag=True, help="Add each call's current transcript.")
+@click.option("--no-redact", is_flag=True,
+              help="Leave ID/card/phone numbers and e-mail in; needs --as a user with role auditor or admin, "
+                   "and is recorded in the audit log.")
+@click.option("--as", "actor", help="Who is exporting (a username; default: the OS user).")
+@click.option("--chunk-size", default=500, show_default=True, help="Calls read per database round trip.")
+@click.pass_context
+@pass_app
+@domain_errors
+def export_group(app: App, ctx: click.Context, fmt: str | None, out: Path | None, since: str | None,
+                 until: str | None, tier, category, agent, team, status, include_transcript: bool, no_redact: bool,
+                 actor: str | None, chunk_size: int) -> None:
+    """Write a compliance audit export of the matching calls, with a manifest.
+
+    \b
+    qa export --format jsonl --out audit.jsonl --since 2026-11-01 --until 2026-11-30 --tier T1
+    qa export verify audit.jsonl.manifest.json
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..export import ExportFilters, ExportOptions, export_calls
+
+    if out is None:
+        raise click.UsageError("--out is required")
+    if fmt is None:
+        fmt = next((f for f, suffix in _FORMAT_SUFFIX.items() if out.suffix.lower() == suffix), None)
+        if fmt is None:
+            raise click.UsageError("cannot tell the format from --out; give --format jsonl|csv|xlsx")
+    if no_redact and not actor:
+        raise click.UsageError("--no-redact needs --as USER (a user with role auditor or admin)")
+    filters = ExportFilters(since=parse_when(since), until=parse_when(until, end=True), tiers=_split(tier),
+                            categories=_split(category), agents=_split(agent), teams=_split(team),
+                            statuses=_split(status))
+    options = ExportOptions(format=fmt, include_transcript=include_transcript, redact=not no_redact,
+                            chunk_size=chunk_size)
+    with app.session_factory() as session:
+        result = export_calls(session, out, filters, options, actor=actor or _default_actor())
+        session.commit()
+    for path in result.files:
+        click.echo(f"wrote {path}")
+    click.echo(f"manifest {result.manifest}")
+    click.echo(f"{result.calls} calls, {result.findings} findings, {'redacted' if result.redacted else 'NOT redacted'}"
+               f", {result.elapsed_s:.1f} s")
+
+
+@export_group.command("verify")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--audit", "check_audit", is_flag=True,
+              help="Also check that the configured database's audit log recorded this very manifest.")
+@pass_app
+@domain_errors
+def export_verify(app: App, manifest: Path, check_audit: bool) -> None:
+    """Check the sha256 of every file MANIFEST lists; exit 1 naming each file that differs.
+    Works without a database unless --audit is given."""
+    from ..export import find_export_event, verify_manifest
+
+    check = verify_manifest(manifest)
+    for f in check.files:
+        click.echo(f"{f.status:8} {f.name}")
+    click.echo(f"manifest sha256 {check.manifest_sha256}")
+    problems = [f"{f.name} ({f.status})" for f in check.bad]
+    if check_audit:
+        with app.session_factory() as session:
+            event = find_export_event(session, check)
+        if event is None:
+            problems.append(f"{manifest.name} (no export event in the audit log has this manifest's sha256)")
+        else:
+            click.echo(f"audit log: seq {event.seq} {event.action} by {event.actor} at {event.ts:%Y-%m-%d %H:%M:%S}")
+    if problems:
+        raise click.ClickException(f"verification failed: {', '.join(problems)}")
+
+
+@click.command("report")
+@click.option("--since", required=True, help="First day (UTC) of the report.")
+@click.option("--until", required=True, help="Last day (included) or end time of the report.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="HTML file to write.")
+@click.option("--title", default="语音质检报告", show_default=True)
+@pass_app
+@domain_errors
+def report_command(app: App, since: str, until: str, out: Path, title: str) -> None:
+    """Write a self-contained HTML report with charts for calls started in [since, until]."""
+    from ..report import ReportOptions, build_report, write_report
+
+    options = ReportOptions(since=parse_when(since), until=parse_when(until, end=True), title=title)
+    with app.session_factory() as session:
+        report = build_report(session, options, settings=app.settings)
+    write_report(report, out)
+    click.echo(f"wrote {out} ({report.data.calls_total} calls, {len(report.charts)} charts)")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(export_group)
+    group.add_command(report_command)

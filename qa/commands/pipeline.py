@@ -1,0 +1,271 @@
+"""Batch commands: ``qa run``, ``qa nightly``, ``qa runs`` and ``qa demo``."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from dataclasses import replace
+from datetime import date, datetime
+from pathlib import Path
+
+import click
+
+from .. import db
+from ..config import REPO_ROOT
+from ..local_executor import LocalOptions
+from ..locks import locks
+from ..pipeline import PipelineOptions, PipelineResult, run_pipeline
+from ..progress import auto_progress
+from ..runs import RunSummary, get_run, list_runs
+from .common import App, JsonLogFormatter, domain_errors, echo_table, pass_app, setup_logging
+
+BUNDLED_MANIFEST = REPO_ROOT / "audio_samples" / "manifest.csv"
+
+
+def _log_format() -> str:
+    handlers = logging.getLogger("qa").handlers
+    return "json" if handlers and isinstance(handlers[0].formatter, JsonLogFormatter) else "auto"
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    return f"{value:.{digits}f}"
+
+
+def _timing_rows(timings) -> list[tuple]:
+    rows = []
+    for t in timings:
+        util = t.utilisation
+        rows.append((t.stage, t.calls, t.failed, _fmt(t.seconds, 1), _fmt(t.calls_per_s, 3),
+                     _fmt(t.audio_hours_per_hour, 1), "" if util is None else f"{util:.0%}"))
+    return rows
+
+
+TIMING_HEADERS = ("stage", "calls", "failed", "seconds", "calls/s", "audio-h/h", "decode busy")
+
+
+def print_result(result: PipelineResult, *, max_failures: int = 20) -> None:
+    fig = result.figures
+    click.echo(f"\nrun {result.run_id}: {result.status} in {result.seconds:.1f} s "
+               f"({fig.calls} calls, {fig.audio_s / 3600:.2f} h of audio)")
+    if result.ingest:
+        ing = result.ingest
+        click.echo(f"ingest: {ing['registered']} new, {ing['duplicates']} already known, {ing['failed']} rejected, "
+                   f"{ing['conflicts']} conflicts")
+    click.echo("")
+    echo_table(_timing_rows(result.timings), TIMING_HEADERS)
+    if result.asr_load_s:
+        click.echo(f"(ASR model loaded in {result.asr_load_s:.1f} s, overlapped with the first decodes; "
+                   "decode busy = share of the transcribe stage's wall time spent in the decode loop)")
+    click.echo("")
+    status = ", ".join(f"{k} {v}" for k, v in sorted(fig.by_status.items()))
+    click.echo(f"calls by status: {status or 'none'}")
+    click.echo(f"utterances: {fig.utterances}   findings: {fig.findings}   review items: {fig.review_items} "
+               f"(calibration sample {fig.calibration_items})")
+    if fig.tiers:
+        click.echo("tiers: " + ", ".join(f"{k} {v}" for k, v in sorted(fig.tiers.items())))
+    if fig.failed_calls:
+        click.echo(f"\nfailed calls ({len(fig.failed_calls)}):", err=True)
+        for f in fig.failed_calls[:max_failures]:
+            click.echo(f"  {f.call_id}  [{f.code}] {f.message}", err=True)
+        if len(fig.failed_calls) > max_failures:
+            click.echo(f"  ... and {len(fig.failed_calls) - max_failures} more (qa runs --id {result.run_id})",
+                       err=True)
+    art = result.artifacts
+    if art.export_dir:
+        click.echo(f"\nexport: {art.export_dir}")
+    if art.report_path:
+        click.echo(f"report: {art.report_path}")
+
+
+def _options(kind: str, source: Path | None, manifest: Path | None, day: datetime | None, executor: str,
+             address: str | None, workers: int, calls_per_decode: int, no_export: bool) -> PipelineOptions:
+    return PipelineOptions(kind=kind, source=str(source) if source else None,
+                           manifest=str(manifest) if manifest else None, day=day.date() if day else None,
+                           executor=executor, address=address,
+                           local=LocalOptions(workers=workers, calls_per_decode=calls_per_decode),
+                           export=not no_export)
+
+
+def _execute(app: App, options: PipelineOptions, log_format: str) -> None:
+    result = run_pipeline(app.session_factory, app.settings, options, progress=auto_progress(log_format))
+    print_result(result)
+    sys.exit(result.exit_code)
+
+
+def source_options(fn):
+    options = [
+        click.option("--source", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                     help="Folder of recordings to ingest first (recursive)."),
+        click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Manifest CSV/JSONL of recordings to ingest first."),
+        click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]),
+                     help="The export and report cover calls started this day (default: this run's calls; "
+                          "the export folder is named after today)."),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="local: worker processes on this machine; ray: Ray (pip install 'qa-speech[ray]')."),
+        click.option("--address", help="Ray cluster address (default: start a local Ray instance)."),
+        click.option("--workers", type=int, default=0, help="CPU worker processes (default: cores - 1)."),
+        click.option("--calls-per-decode", type=int, default=4, show_default=True,
+                     help="Calls whose speech windows share the decoder's batches."),
+        click.option("--no-export", is_flag=True, help="Skip writing the day's export and report."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.command("run")
+@source_options
+@pass_app
+@domain_errors
+def run_cmd(app: App, source, manifest, day, executor, address, workers, calls_per_decode, no_export) -> None:
+    """Run the stages over every call in the database whose work is unfinished (after
+    ingesting --source or --manifest when given), then export and report.
+
+    Exit status: 0 all calls done, 2 finished with some calls failed, 1 the run failed."""
+    if source and manifest:
+        raise click.UsageError("give --source or --manifest, not both")
+    _execute(app, _options("run", source, manifest, day, executor, address, workers, calls_per_decode, no_export),
+             _log_format())
+
+
+@click.command("nightly")
+@source_options
+@click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default=None,
+              help="Log format (default: the global --log-format; auto is JSON lines when not on a terminal).")
+@pass_app
+@domain_errors
+def nightly_cmd(app: App, source, manifest, day, executor, address, workers, calls_per_decode, no_export,
+                log_format) -> None:
+    """The nightly batch job: ingest what is new in --source or --manifest, run every stage
+    over unfinished calls, write the day's export and report, and print a summary. Takes the
+    database's run lock; a re-run after a crash continues where work stopped.
+
+    Exit status: 0 all calls done, 2 finished with some calls failed, 1 the run itself failed."""
+    if (source is None) == (manifest is None):
+        raise click.UsageError("give --source DIR or --manifest FILE")
+    qa_logger = logging.getLogger("qa")
+    if log_format:
+        setup_logging(logging.getLevelName(qa_logger.level), log_format)
+    # an unattended job's log should say what it did, not only what went wrong
+    if qa_logger.level > logging.INFO:
+        qa_logger.setLevel(logging.INFO)
+    _execute(app, _options("nightly", source, manifest, day, executor, address, workers, calls_per_decode,
+                           no_export), log_format or _log_format())
+
+
+def _print_run_detail(run: RunSummary) -> None:
+    click.echo(f"run {run.id} ({run.kind}): {run.status}, started {run.started_at:%Y-%m-%d %H:%M:%S}Z "
+               f"on {run.host} (pid {run.pid})" + (f", {run.seconds:.1f} s" if run.seconds is not None else ""))
+    if run.error:
+        click.echo(f"error: {run.error}")
+    click.echo(f"options: {run.options}")
+    if run.timings:
+        click.echo("")
+        echo_table(_timing_rows(run.timings), TIMING_HEADERS)
+    counts = run.counts
+    if counts:
+        click.echo("")
+        for key in ("calls", "by_status", "ingest", "utterances", "findings", "findings_by_category", "tiers",
+                    "review_items"):
+            if key in counts:
+                click.echo(f"{key}: {counts[key]}")
+    for key, value in run.versions.items():
+        click.echo(f"version {key}: {value}")
+
+
+@click.command("runs")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--kind", type=click.Choice(["run", "nightly", "demo"]), help="Only runs of this kind.")
+@click.option("--id", "run_id", type=int, help="Show one run in detail.")
+@pass_app
+@domain_errors
+def runs_cmd(app: App, limit: int, kind: str | None, run_id: int | None) -> None:
+    """List past batch runs with their figures (or one run in detail with --id)."""
+    with app.session_factory() as session:
+        if run_id is not None:
+            run = get_run(session, run_id)
+            if run is None:
+                raise click.ClickException(f"no run {run_id}")
+            _print_run_detail(run)
+            return
+        runs = list_runs(session, limit=limit, kind=kind)
+        held = locks(session)
+    rows = []
+    for r in runs:
+        by_stage = {t.stage: t for t in r.timings}
+        tr, an = by_stage.get("transcribe"), by_stage.get("analyze")
+        rows.append((r.id, r.kind, r.status, f"{r.started_at:%Y-%m-%d %H:%M}",
+                     "" if r.seconds is None else _fmt(r.seconds, 0), r.counts.get("calls", ""),
+                     r.counts.get("failed", ""), _fmt(tr.calls_per_s, 3) if tr else "",
+                     _fmt(an.calls_per_s, 3) if an else "", (r.error or "")[:60]))
+    echo_table(rows, ("id", "kind", "status", "started (UTC)", "seconds", "calls", "failed", "transcribe/s",
+                      "analyze/s", "error"))
+    for lock in held:
+        click.echo(f"\nlock {lock.name!r} held by {lock.describe()}")
+
+
+def _fresh_sqlite(data_dir: Path) -> str:
+    """Remove the demo's database (and its WAL files) and exports so that every demo starts
+    from nothing."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("qa.db", "qa.db-wal", "qa.db-shm"):
+        (data_dir / name).unlink(missing_ok=True)
+    exports = data_dir / "exports"
+    if exports.is_dir():
+        shutil.rmtree(exports)
+    return f"sqlite:///{data_dir / 'qa.db'}"
+
+
+@click.command("demo")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("var/demo"),
+              show_default=True, help="Where the demo's fresh SQLite file, export and report go.")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Recordings to run over (default: the bundled audio_samples/manifest.csv).")
+@click.option("--workers", type=int, default=0, help="CPU worker processes (default: cores - 1).")
+@pass_app
+@domain_errors
+def demo_cmd(app: App, data_dir: Path, manifest: Path | None, workers: int) -> None:
+    """The whole pipeline over the bundled sample calls into a FRESH SQLite database, then a
+    summary of what it did and where to look."""
+    manifest = manifest or BUNDLED_MANIFEST
+    if not manifest.exists():
+        raise click.ClickException(f"{manifest} is missing: the sample calls are part of the repository")
+    data_dir = data_dir.resolve()
+    url = _fresh_sqlite(data_dir)
+    settings = replace(app.settings, data_dir=str(data_dir), database_url=url)
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    try:
+        options = PipelineOptions(kind="demo", manifest=str(manifest), day=date.today(),
+                                  local=LocalOptions(workers=workers))
+        click.echo(f"demo: the full pipeline over {manifest} into a new database {data_dir / 'qa.db'}")
+        result = run_pipeline(db.session_factory(engine), settings, options, progress=auto_progress(_log_format()))
+    finally:
+        engine.dispose()
+    print_result(result)
+    _print_demo_guide(result, data_dir)
+    sys.exit(result.exit_code)
+
+
+def _print_demo_guide(result: PipelineResult, data_dir: Path) -> None:
+    fig = result.figures
+    if fig.findings_by_category:
+        click.echo("\nfindings by category:")
+        echo_table(sorted(fig.findings_by_category.items(), key=lambda kv: (-kv[1], kv[0])), ("category", "findings"))
+    click.echo(f"\ndatabase: {data_dir / 'qa.db'}")
+    env = f"QA_DATA_DIR={data_dir} QA_DATABASE_URL=sqlite:///{data_dir / 'qa.db'}"
+    click.echo(f"past runs: {env} qa runs")
+    root = click.get_current_context().find_root().command
+    if isinstance(root, click.Group) and "serve" in root.commands:
+        click.echo(f"web UI for inspectors: {env} qa serve   (then open the address it prints)")
+    else:
+        click.echo("web UI: not part of this installation yet (qa serve)")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(run_cmd)
+    group.add_command(nightly_cmd)
+    group.add_command(runs_cmd)
+    group.add_command(demo_cmd)

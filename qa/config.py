@@ -1,0 +1,162 @@
+"""Settings: defaults, then an optional ``qa.toml``, then ``QA_*`` environment variables.
+
+The TOML file may use sections: ``[asr] model = "base"`` is the setting ``asr_model``, and
+its environment variable is ``QA_ASR_MODEL``. ``load_settings`` records where every value
+came from so ``qa config show`` can say so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .domain import CHANNEL_LAYOUTS
+from .errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ASR_DEVICES = ("auto", "cpu", "cuda")
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "qa-speech")
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str = "var"
+    database_url: str = ""  # empty: SQLite file ``<data_dir>/qa.db``
+    cache_dir: str = field(default_factory=_default_cache_dir)
+    channel_layout: str = "stereo-agent-left"
+    max_duration_s: float = 4 * 3600.0
+    # speech recognition
+    asr_model: str = "base"
+    asr_device: str = "auto"
+    asr_batch_size: int = 16
+    asr_prompt: str = "以下是金融客服电话录音。理财，保本保息，年化利率，风险，投资须谨慎，征信，手续费，验证码，投诉。"
+    asr_threads: int = 0  # 0: torch default
+    # analysis
+    rules_pack: str = str(REPO_ROOT / "rules" / "finance-zh")
+    models_dir: str = str(REPO_ROOT / "models")
+    # review routing
+    tier1_sla_hours: float = 4.0
+    tier2_sla_hours: float = 24.0
+    tier3_sla_hours: float = 72.0
+    complaint_risk_threshold: float = 0.8
+    calibration_rate: float = 0.02
+    calibration_seed: int = 20261123
+    claim_ttl_minutes: float = 30.0
+    appeal_window_days: float = 7.0
+    contact_hours: str = "08:00-21:00"
+    # web
+    secret_key: str = ""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting that is wrong."""
+        if self.channel_layout not in CHANNEL_LAYOUTS:
+            raise ValueError(
+                f"channel_layout must be one of {', '.join(CHANNEL_LAYOUTS)}, got {self.channel_layout!r}"
+            )
+        if self.asr_device not in ASR_DEVICES:
+            raise ValueError(f"asr_device must be one of {', '.join(ASR_DEVICES)}, got {self.asr_device!r}")
+        if self.max_duration_s <= 0:
+            raise ValueError(f"max_duration_s must be positive, got {self.max_duration_s}")
+        if self.asr_batch_size < 1:
+            raise ValueError(f"asr_batch_size must be at least 1, got {self.asr_batch_size}")
+        if not 0.0 <= self.calibration_rate <= 1.0:
+            raise ValueError(f"calibration_rate must be between 0 and 1, got {self.calibration_rate}")
+        if not 0.0 <= self.complaint_risk_threshold <= 1.0:
+            raise ValueError(
+                f"complaint_risk_threshold must be between 0 and 1, got {self.complaint_risk_threshold}"
+            )
+        for name in ("tier1_sla_hours", "tier2_sla_hours", "tier3_sla_hours", "claim_ttl_minutes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        start, sep, end = self.contact_hours.partition("-")
+        if not sep or not all(_is_hhmm(t) for t in (start, end)):
+            raise ValueError(f"contact_hours must look like 08:00-21:00, got {self.contact_hours!r}")
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir) / 'qa.db'}"
+
+
+def _is_hhmm(text: str) -> bool:
+    hh, sep, mm = text.strip().partition(":")
+    return bool(sep) and hh.isdigit() and mm.isdigit() and 0 <= int(hh) <= 24 and 0 <= int(mm) < 60
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    settings: Settings
+    sources: dict[str, str]  # field name -> "default" | "qa.toml (path)" | "env QA_..."
+    config_file: Path | None
+
+
+def _coerce(name: str, kind: type, raw: Any, origin: str) -> Any:
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in ("1", "true", "yes", "on")
+        if kind in (int, float):
+            return kind(raw)
+        return str(raw)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{origin}: setting {name} expects {kind.__name__}, got {raw!r}") from e
+
+
+def _flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        name = f"{prefix}{key}".replace("-", "_")
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}_"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def load_settings(config_path: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> LoadedSettings:
+    """Build the effective settings. ``config_path`` (or ``QA_CONFIG``) names the TOML file;
+    without one, ``./qa.toml`` is read when it exists."""
+    env = os.environ if environ is None else environ
+    types = {f.name: (f.type if isinstance(f.type, type) else eval(f.type)) for f in fields(Settings)}  # noqa: S307 - our own annotations
+    values: dict[str, Any] = {}
+    sources = {name: "default" for name in types}
+
+    path_text = config_path or env.get("QA_CONFIG")
+    path = Path(path_text) if path_text else Path("qa.toml")
+    config_file: Path | None = None
+    if path.exists():
+        config_file = path
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"cannot read config file {path}: {e}") from e
+        for name, raw in _flatten(doc).items():
+            if name not in types:
+                raise ConfigError(f"{path}: unknown setting {name!r} (known: {', '.join(sorted(types))})")
+            values[name] = _coerce(name, types[name], raw, str(path))
+            sources[name] = f"qa.toml ({path})"
+    elif path_text:
+        raise ConfigError(f"config file {path} does not exist")
+
+    for name, kind in types.items():
+        var = f"QA_{name.upper()}"
+        if var in env:
+            values[name] = _coerce(name, kind, env[var], f"environment variable {var}")
+            sources[name] = f"env {var}"
+
+    settings = dataclasses.replace(Settings(), **values)
+    try:
+        settings.validate()
+    except ValueError as e:
+        raise ConfigError(f"invalid settings: {e}") from e
+    return LoadedSettings(settings=settings, sources=sources, config_file=config_file)

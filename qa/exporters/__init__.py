@@ -1,0 +1,1 @@
+"""Parts of :mod:`qa.export`: record queries, format writers and the manifest."""

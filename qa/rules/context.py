@@ -1,0 +1,169 @@
+"""Per-call state shared by every rule: normalised texts, per-role joined texts, pinyin
+indexes and word boundaries, each computed at most once per call and only when a rule needs it."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from datetime import time
+
+from ..domain import CallFeatures, CallTranscript
+from ..features import call_features
+from .text import normalize_with_breaks, sound_table
+
+ANY_ROLE = "any"
+SEP = "\n"  # joins utterances; no term or regex (without (?s)) can match across it
+
+
+@dataclass(frozen=True)
+class Hit:
+    """Where a condition matched. ``utt`` indexes the transcript's utterances; ``start``/``end``
+    are character offsets in that utterance's normalised text. Hits from features (a silence
+    gap, an overlap) have ``utt`` None and carry their own times."""
+
+    utt: int | None
+    start: int = 0
+    end: int = 0
+    text: str = ""
+    start_s: float | None = None
+    end_s: float | None = None
+    term: str = ""  # the rule term a pinyin hit sounded like (its text is what was said)
+
+
+@dataclass
+class RoleText:
+    """The normalised utterances of one role joined with SEP, and where each one starts."""
+
+    text: str
+    starts: list[int]
+    utts: list[int]
+
+    def locate(self, pos: int) -> tuple[int, int]:
+        """(utterance index, offset inside it) of a position in the joined text."""
+        k = bisect_right(self.starts, pos) - 1
+        return self.utts[k], pos - self.starts[k]
+
+
+@dataclass(frozen=True)
+class HoursWindow:
+    start: time
+    end: time
+
+    @classmethod
+    def parse(cls, text: str) -> HoursWindow:
+        start, sep, end = text.partition("-")
+        if not sep:
+            raise ValueError(f"contact hours must look like 08:00-21:00, got {text!r}")
+        return cls(_hhmm(start), _hhmm(end))
+
+    def contains(self, moment: time) -> bool:
+        if self.start <= self.end:
+            return self.start <= moment < self.end
+        return moment >= self.start or moment < self.end  # a window across midnight
+
+
+def _hhmm(text: str) -> time:
+    hh, sep, mm = text.strip().partition(":")
+    if not (sep and hh.isdigit() and mm.isdigit()) or not (0 <= int(hh) <= 24 and 0 <= int(mm) < 60):
+        raise ValueError(f"time must look like 08:00, got {text!r}")
+    return time(23, 59, 59) if int(hh) == 24 else time(int(hh), int(mm))
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    contact_hours: str = "08:00-21:00"
+
+    def validate(self) -> None:
+        HoursWindow.parse(self.contact_hours)
+
+
+@dataclass
+class CallContext:
+    """What the conditions read. Build one per call; everything expensive is lazy and cached."""
+
+    transcript: CallTranscript
+    options: EngineOptions
+    texts: list[str] = field(init=False)
+    breaks: list[frozenset[int]] = field(init=False)  # clause breaks in each normalised text
+    roles: list[str] = field(init=False)
+    turn_no: list[int] = field(init=False)  # index of each utterance among its role's turns
+    offsets: list[int] = field(init=False)  # call-wide character offset of each utterance
+    _role_texts: dict[str, RoleText] = field(init=False, default_factory=dict)
+    _sounds: dict[tuple[str, str], str] = field(init=False, default_factory=dict)
+    _bounds: dict[int, frozenset[int]] = field(init=False, default_factory=dict)
+    _features: CallFeatures | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        normalized = [normalize_with_breaks(u.text) for u in self.transcript.utterances]
+        self.texts = [t for t, _ in normalized]
+        self.breaks = [b for _, b in normalized]
+        self.roles = [u.role for u in self.transcript.utterances]
+        counts: dict[str, int] = {}
+        self.turn_no = []
+        self.offsets = []
+        pos = 0
+        for role, text in zip(self.roles, self.texts):
+            self.turn_no.append(counts.get(role, 0))
+            counts[role] = counts.get(role, 0) + 1
+            self.offsets.append(pos)
+            pos += len(text) + 1
+        self.turn_counts = counts
+
+    @property
+    def utterances(self):
+        return self.transcript.utterances
+
+    @property
+    def features(self) -> CallFeatures:
+        """The stored features, or (reference transcripts, rule test snippets) the timing
+        features computed from the utterances the way the features stage does."""
+        if self._features is None:
+            self._features = self.transcript.features or call_features(
+                self.transcript.utterances, self.transcript.duration_s)
+        return self._features
+
+    @property
+    def duration_s(self) -> float:
+        return self.transcript.duration_s or self.features.duration_s
+
+    def role_text(self, role: str) -> RoleText:
+        cached = self._role_texts.get(role)
+        if cached is None:
+            utts = [i for i, r in enumerate(self.roles) if role == ANY_ROLE or r == role]
+            starts, pos = [], 0
+            for i in utts:
+                starts.append(pos)
+                pos += len(self.texts[i]) + 1
+            cached = RoleText(SEP.join(self.texts[i] for i in utts), starts, utts)
+            self._role_texts[role] = cached
+        return cached
+
+    def sound_text(self, role: str, level: str) -> str:
+        """The role's joined text as a sound string (see text.SoundTable), position for position."""
+        key = (role, level)
+        cached = self._sounds.get(key)
+        if cached is None:
+            cached = self._sounds[key] = sound_table(level).translate(self.role_text(role).text)
+        return cached
+
+    def word_bounds(self, utt: int, tokenizer) -> frozenset[int]:
+        """Offsets in an utterance's normalised text where a jieba word starts or ends."""
+        cached = self._bounds.get(utt)
+        if cached is None:
+            bounds = {0}
+            pos = 0
+            for token in tokenizer.cut(self.texts[utt], HMM=True):
+                pos += len(token)
+                bounds.add(pos)
+            cached = frozenset(bounds)
+            self._bounds[utt] = cached
+        return cached
+
+    def hit_times(self, hit: Hit) -> tuple[float | None, float | None]:
+        if hit.utt is None:
+            return hit.start_s, hit.end_s
+        u = self.utterances[hit.utt]
+        return u.start_s, u.end_s
+
+    def global_pos(self, hit: Hit) -> int:
+        return self.offsets[hit.utt] + hit.start if hit.utt is not None else -1

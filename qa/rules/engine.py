@@ -1,0 +1,106 @@
+"""Runs a rule pack over one call: per rule fired / passed / not applicable, with evidence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..domain import CallTranscript
+from .context import CallContext, EngineOptions, Hit
+from .schema import ABSENT, Rule, RulePack
+from .scorecard import ScoreResult, score
+
+FIRED = "fired"
+PASSED = "passed"
+NA = "na"
+
+
+@dataclass(frozen=True)
+class RuleFinding:
+    """Evidence of one fired rule, ready to be stored as a Finding row."""
+
+    rule_id: str
+    category: str
+    severity: str
+    role: str
+    utterance_idx: tuple[int, ...]
+    matched_text: str | None
+    evidence: str
+    start_s: float | None
+    end_s: float | None
+    details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    rule_id: str
+    category: str
+    severity: str
+    status: str  # fired | passed | na
+    why: str
+    finding: RuleFinding | None = None
+
+
+@dataclass(frozen=True)
+class CallResult:
+    outcomes: tuple[RuleOutcome, ...]
+    score: ScoreResult
+
+    @property
+    def findings(self) -> tuple[RuleFinding, ...]:
+        return tuple(o.finding for o in self.outcomes if o.finding is not None)
+
+    def outcome(self, rule_id: str) -> RuleOutcome:
+        return next(o for o in self.outcomes if o.rule_id == rule_id)
+
+
+class RuleEngine:
+    """Holds a loaded pack (patterns are compiled at load time) and evaluates calls."""
+
+    def __init__(self, pack: RulePack, options: EngineOptions | None = None):
+        self.pack = pack
+        self.options = options or EngineOptions()
+        self.options.validate()
+
+    def context(self, transcript: CallTranscript) -> CallContext:
+        return CallContext(transcript, self.options)
+
+    def evaluate(self, transcript: CallTranscript, rules: tuple[Rule, ...] | None = None) -> CallResult:
+        ctx = self.context(transcript)
+        outcomes = tuple(self._rule(ctx, rule) for rule in (self.pack.rules if rules is None else rules))
+        return CallResult(outcomes, score(self.pack, outcomes))
+
+    def _rule(self, ctx: CallContext, rule: Rule) -> RuleOutcome:
+        when_hits: tuple[Hit, ...] = ()
+        when_why = ""
+        if rule.when is not None:
+            applies = rule.when.evaluate(ctx)
+            if not applies.matched:
+                return RuleOutcome(rule.id, rule.category, rule.severity, NA, f"not applicable: {applies.why}")
+            when_hits, when_why = applies.hits, f"applies because {applies.why}; "
+        out = rule.condition.evaluate(ctx)
+        if rule.fire_when == ABSENT:
+            if out.matched:
+                return RuleOutcome(rule.id, rule.category, rule.severity, PASSED, f"{when_why}required: {out.why}")
+            why = f"{when_why}required but missing: {out.why}"
+            return RuleOutcome(rule.id, rule.category, rule.severity, FIRED, why,
+                               self._finding(ctx, rule, when_hits, None, why))
+        if not out.matched:
+            return RuleOutcome(rule.id, rule.category, rule.severity, PASSED, f"{when_why}{out.why}")
+        why = f"{when_why}{out.why}"
+        matched = "；".join(dict.fromkeys(h.text for h in out.hits if h.text)) or None
+        return RuleOutcome(rule.id, rule.category, rule.severity, FIRED, why,
+                           self._finding(ctx, rule, out.hits, matched, why))
+
+    def _finding(self, ctx: CallContext, rule: Rule, hits: tuple[Hit, ...], matched: str | None,
+                 why: str) -> RuleFinding:
+        utts = tuple(sorted({h.utt for h in hits if h.utt is not None}))
+        times = [t for h in hits for t in ctx.hit_times(h) if t is not None]
+        evidence = " / ".join(f"[{i}] {ctx.roles[i]}: {ctx.utterances[i].text}" for i in utts)
+        if not evidence:
+            evidence = "; ".join(h.text for h in hits) or why
+        return RuleFinding(
+            rule_id=rule.id, category=rule.category, severity=rule.severity, role=rule.role,
+            utterance_idx=utts, matched_text=matched, evidence=evidence,
+            start_s=min(times) if times else None, end_s=max(times) if times else None,
+            details={"title": rule.title, "why": why, "fire_when": rule.fire_when, "kind": rule.kind},
+        )

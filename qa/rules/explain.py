@@ -1,0 +1,54 @@
+"""``qa rules explain``: for one stored call, every rule of a pack with fired / passed / N/A
+and why, plus the evidence of each finding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..domain import CallTranscript
+from ..errors import NotFound
+from ..models import Call
+from .engine import FIRED, NA, CallResult, RuleEngine
+from .stored import current_transcript
+
+
+@dataclass(frozen=True)
+class Explanation:
+    call_id: str
+    pack: str
+    transcript: CallTranscript
+    result: CallResult
+
+
+def explain_call(session: Session, engine: RuleEngine, call_id: str) -> Explanation:
+    call = session.scalars(select(Call).where(Call.call_id == call_id)).first()
+    if call is None:
+        raise NotFound(f"no call {call_id!r}")
+    loaded = current_transcript(session, call)
+    if loaded is None:
+        raise NotFound(f"call {call_id!r} has no current transcript")
+    transcript = loaded[1]
+    pack = engine.pack
+    return Explanation(call_id, f"{pack.name} {pack.version} ({pack.sha256[:12]})", transcript,
+                       engine.evaluate(transcript))
+
+
+def render(expl: Explanation, show_transcript: bool = False) -> list[str]:
+    r = expl.result
+    lines = [f"call {expl.call_id} under {expl.pack}: score {r.score.score:g}"
+             f"{' (fatal)' if r.score.fatal else ''}; {r.score.fired} fired, {r.score.passed} passed, {r.score.na} n/a"]
+    if show_transcript:
+        lines += [f"  [{i}] {u.start_s:6.1f}-{u.end_s:6.1f} {u.role:8s} {u.text}"
+                  for i, u in enumerate(expl.transcript.utterances)]
+    order = {FIRED: 0, NA: 2}
+    for o in sorted(r.outcomes, key=lambda o: (order.get(o.status, 1), o.rule_id)):
+        lines.append(f"{o.status.upper():6s} {o.rule_id} [{o.category}, {o.severity}]")
+        lines.append(f"       why: {o.why}")
+        if o.finding is not None:
+            f = o.finding
+            when = f"{f.start_s:.1f}-{f.end_s:.1f}s" if f.start_s is not None else "-"
+            lines.append(f"       evidence ({when}, utterances {list(f.utterance_idx)}): {f.evidence}")
+    return lines

@@ -1,0 +1,25 @@
+"""The result of evaluating one condition on one call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .context import Hit
+
+
+@dataclass(frozen=True)
+class Outcome:
+    matched: bool
+    hits: tuple[Hit, ...] = ()
+    why: str = ""
+
+
+def shorten(items: list[str] | tuple[str, ...], limit: int = 3) -> str:
+    shown = "|".join(items[:limit])
+    return shown + (f"|…(+{len(items) - limit})" if len(items) > limit else "")
+
+
+def describe_hits(hits: tuple[Hit, ...] | list[Hit], limit: int = 3) -> str:
+    parts = [f"'{h.text}' in #{h.utt}" if h.utt is not None else h.text for h in hits[:limit]]
+    more = f" (+{len(hits) - limit} more)" if len(hits) > limit else ""
+    return ", ".join(parts) + more

@@ -1,0 +1,127 @@
+"""Text normalisation and pinyin helpers shared by the matchers.
+
+Rules match on a normalised form of each utterance: full-width forms folded (NFKC), Latin
+lower-cased, whitespace and punctuation removed (ASR punctuation is unreliable and a comma
+must not hide 保本，保息). ``%`` and ``.`` stay because rates and amounts need them.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+from pypinyin import Style, lazy_pinyin
+from pypinyin.contrib.tone_convert import to_normal, to_tone3
+from pypinyin.pinyin_dict import pinyin_dict
+
+# Anything that is not a letter, digit, CJK character, ``%`` or ``.``.
+_DROP = re.compile(r"[^\w%.]|_")
+
+
+def normalize(text: str) -> str:
+    return _DROP.sub("", unicodedata.normalize("NFKC", text).lower())
+
+
+_DROP_RUN = re.compile(r"(?:[^\w%.]|_)+")
+
+
+def normalize_with_breaks(text: str) -> tuple[str, frozenset[int]]:
+    """The normalised text and the offsets in it where punctuation or spaces were removed.
+    Matching ignores them, but a clause break separates a negator from what follows
+    (没有，保本保息 answers a question and then promises)."""
+    parts = _DROP_RUN.split(unicodedata.normalize("NFKC", text).lower())
+    breaks: set[int] = set()
+    pos = 0
+    for part in parts[:-1]:
+        pos += len(part)
+        breaks.add(pos)
+    return "".join(parts), frozenset(breaks)
+
+
+def is_cjk(ch: str) -> bool:
+    return "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf"
+
+
+# Pinyin tolerance levels, strictest first.
+TONE = "tone"  # same syllable and tone
+HOMOPHONE = "homophone"  # same syllable, any tone (报本保锡 for 保本保息)
+FUZZY = "fuzzy"  # also the usual 模糊音 pairs (zh/z, ch/c, sh/s, n/l, f/h, -ng/-n)
+LEVELS = (TONE, HOMOPHONE, FUZZY)
+
+_FUZZY_INITIALS = (("zh", "z"), ("ch", "c"), ("sh", "s"), ("n", "l"), ("f", "h"))
+_FUZZY_FINALS = (("iang", "ian"), ("uang", "uan"), ("ang", "an"), ("eng", "en"), ("ing", "in"))
+
+
+@lru_cache(maxsize=4096)
+def fuzzy_syllable(toneless: str) -> str:
+    syl = toneless
+    for src, dst in _FUZZY_INITIALS:
+        if syl.startswith(src):
+            syl = dst + syl[len(src):]
+            break
+    for src, dst in _FUZZY_FINALS:
+        if syl.endswith(src):
+            syl = syl[: -len(src)] + dst
+            break
+    return syl
+
+
+def _level_form(toned: str, level: str) -> str:
+    if level == TONE:
+        return to_tone3(toned, v_to_u=False, neutral_tone_with_five=True)
+    toneless = to_normal(toned, v_to_u=False)
+    return toneless if level == HOMOPHONE else fuzzy_syllable(toneless)
+
+
+@dataclass(frozen=True)
+class SoundTable:
+    """Maps every common Chinese character (U+4E00-U+9FFF) to one private-use symbol standing
+    for its main reading at a tolerance level, so that a transcript becomes a "sound string"
+    with one ``str.translate`` and homophones become equal characters."""
+
+    level: str
+    char_symbol: dict[int, str]  # code point -> symbol of its main reading
+    syllable_symbol: dict[str, str]  # every reading of any character -> symbol
+
+    def translate(self, text: str) -> str:
+        return text.translate(self.char_symbol)
+
+    def term_classes(self, term: str) -> list[str]:
+        """One regex class per character of a rule term: its syllable in context (利率 is
+        li lǜ) plus the character's own main reading, so a polyphone written exactly as in
+        the rule always matches (银行: 行 reads xíng first, háng here)."""
+        out = []
+        for syl, ch in zip(term_syllables(term, self.level), term):
+            own = self.char_symbol.get(ord(ch), ch)
+            syms = {self.syllable_symbol.get(syl, own), own}
+            out.append("[" + "".join(sorted(syms)) + "]")
+        return out
+
+
+@lru_cache(maxsize=None)
+def sound_table(level: str) -> SoundTable:
+    forms: dict[str, str] = {}  # toned reading -> form at level (readings repeat a lot)
+    syllable_symbol: dict[str, str] = {}
+    char_symbol: dict[int, str] = {}
+    for cp, raw in pinyin_dict.items():
+        if not 0x4E00 <= cp <= 0x9FFF:
+            continue
+        for n, reading in enumerate(raw.split(",")):
+            form = forms.get(reading)
+            if form is None:
+                form = forms[reading] = _level_form(reading, level)
+            sym = syllable_symbol.setdefault(form, chr(0xE000 + len(syllable_symbol)))
+            if n == 0:
+                char_symbol[cp] = sym
+    return SoundTable(level, char_symbol, syllable_symbol)
+
+
+def term_syllables(term: str, level: str) -> tuple[str, ...]:
+    """The syllables of a rule term, using pypinyin's phrase dictionary for polyphones."""
+    style = Style.TONE3 if level == TONE else Style.NORMAL
+    raw = lazy_pinyin(term, style=style, neutral_tone_with_five=True, v_to_u=False, errors="default")
+    if level == FUZZY:
+        return tuple(fuzzy_syllable(s) for s in raw)
+    return tuple(raw)

@@ -1,0 +1,77 @@
+"""YAML with line numbers. Rule files are written by compliance staff, so every error must
+point at the file and line; PyYAML's node marks carry that, and this module keeps them on the
+loaded mappings and lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import RuleError
+
+
+class YMap(dict):
+    """A mapping that remembers the line of itself and of each key (1-based)."""
+
+    line: int = 0
+    key_lines: dict[str, int]
+
+    def line_of(self, key: str) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+class YList(list):
+    """A list that remembers its line and the line of each item (1-based)."""
+
+    line: int = 0
+    item_lines: list[int]
+
+
+def _convert(loader: yaml.SafeLoader, node: yaml.Node, path: str) -> Any:
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out = YMap()
+        out.line = line
+        out.key_lines = {}
+        loader.flatten_mapping(node)
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            key_line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                raise RuleError(f"{path}:{key_line}: keys must be text, got {key!r}", path=path)
+            if key in out:
+                raise RuleError(f"{path}:{key_line}: duplicate key {key!r} (first on line {out.key_lines[key]})",
+                                path=path)
+            out[key] = _convert(loader, value_node, path)
+            out.key_lines[key] = key_line
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        items = YList(_convert(loader, item, path) for item in node.value)
+        items.line = line
+        items.item_lines = [item.start_mark.line + 1 for item in node.value]
+        return items
+    return loader.construct_object(node, deep=True)
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse one YAML file into plain values, YMap and YList; syntax errors name the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RuleError(f"{path}: cannot read: {e}", path=str(path)) from e
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        return _convert(loader, node, str(path))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise RuleError(f"{where}: invalid YAML: {e.problem or e.context}", path=str(path)) from e
+    except yaml.YAMLError as e:
+        raise RuleError(f"{path}: invalid YAML: {e}", path=str(path)) from e
+    finally:
+        loader.dispose()

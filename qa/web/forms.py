@@ -1,0 +1,34 @@
+"""Parsing of form fields that HTML sends as text. Errors are ``ValueError`` with a message
+naming the field: the app answers them with 400 and that message."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+
+def optional_float(value: str, name: str) -> float | None:
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError as e:
+        raise ValueError(f"{name} must be a number, got {value!r}") from e
+
+
+def optional_date(value: str, name: str) -> datetime | None:
+    """A date or date-time (``2026-11-02``); without a zone it is UTC."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError as e:
+        raise ValueError(f"{name} must be a date like 2026-11-02, got {value!r}") from e
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def split_list(text: str) -> list[str]:
+    """Items separated by spaces or (full-width) commas, semicolons or 、."""
+    return [w for w in re.split(r"[\s,，、;；]+", text) if w]

@@ -1,0 +1,80 @@
+"""Jinja2 templates and the filters they use. Times are stored in UTC; pages print them in
+UTC inside ``<time datetime=...>`` and a few lines of JS rewrite them in the browser's zone."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+
+from ..users import ROLE_LABELS
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+
+
+def aware(ts: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes for the UTC values we store.
+    if ts is None:
+        return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def _iso(ts: datetime | None) -> str:
+    ts = aware(ts)
+    return ts.astimezone(timezone.utc).isoformat(timespec="seconds") if ts else ""
+
+
+def _ts(ts: datetime | None) -> str:
+    ts = aware(ts)
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if ts else ""
+
+
+def _span(seconds: float) -> str:
+    minutes = int(abs(seconds) // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    if days:
+        return f"{days}天{hours}小时"
+    if hours:
+        return f"{hours}小时{mins}分"
+    return f"{mins}分"
+
+
+def countdown(due: datetime | None, now: datetime | None = None) -> str:
+    """``剩 3小时12分`` before the due time, ``超时 20分`` after it."""
+    due = aware(due)
+    if due is None:
+        return ""
+    left = (due - (now or datetime.now(timezone.utc))).total_seconds()
+    return f"剩 {_span(left)}" if left >= 0 else f"超时 {_span(left)}"
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60:d}:{seconds % 60:02d}"
+
+
+def _pct(value: float | None, digits: int = 0) -> str:
+    return "–" if value is None else f"{value * 100:.{digits}f}%"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+templates.env.filters.update(iso=_iso, ts=_ts, countdown=countdown, clock=_clock, pct=_pct, num=_num)
+templates.env.globals.update(role_labels=ROLE_LABELS)
+
+
+def render(request: Request, name: str, status_code: int = 200, **context):
+    web = getattr(request.state, "web", None)
+    context.setdefault("user", getattr(request.state, "user", None))
+    context["csrf_token"] = web.csrf if web is not None else ""
+    return templates.TemplateResponse(request, name, context, status_code=status_code)

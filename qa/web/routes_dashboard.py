@@ -1,0 +1,88 @@
+"""Dashboard: today's review items by tier, the open queue and what is overdue, the most
+frequent finding categories, and a 14-day trend drawn as an inline SVG. Days are UTC days."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .. import review
+from ..models import Finding, ReviewItem
+from ..scoring import TIERS
+from .auth import get_db, require_roles
+from .render import aware, render
+
+router = APIRouter()
+
+DASHBOARD_ROLES = ("inspector", "senior", "auditor", "admin")
+TREND_DAYS = 14
+TIER_COLORS = {"T1": "#c62828", "T2": "#ef6c00", "T3": "#1565c0"}
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    height: float
+    color: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Trend:
+    width: int
+    height: int
+    bars: tuple[Bar, ...]
+    labels: tuple[tuple[float, str], ...]  # (x, "11-23")
+    max_count: int
+
+
+def _day_start(now: datetime) -> datetime:
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def trend(counts: dict[tuple[str, str], int], days: list[datetime], width: int = 560, height: int = 160) -> Trend:
+    """Stacked bars of routed items per day and tier."""
+    top = max([sum(counts.get((d.strftime("%Y-%m-%d"), t), 0) for t in TIERS) for d in days] + [1])
+    slot = width / len(days)
+    bars, labels = [], []
+    for n, day in enumerate(days):
+        key = day.strftime("%Y-%m-%d")
+        y = float(height)
+        for tier in TIERS:
+            k = counts.get((key, tier), 0)
+            if k:
+                h = k / top * (height - 10)
+                y -= h
+                bars.append(Bar(n * slot + 3, round(y, 1), round(h, 1), TIER_COLORS[tier], f"{key} {tier}: {k}"))
+        labels.append((n * slot + slot / 2, day.strftime("%m-%d")))
+    return Trend(width, height, tuple(bars), tuple(labels), top)
+
+
+@router.get("/dashboard")
+def dashboard(request: Request, user=Depends(require_roles(*DASHBOARD_ROLES)), db: Session = Depends(get_db)):
+    now = datetime.now(timezone.utc)
+    today = _day_start(now)
+    created_today = dict(db.execute(select(ReviewItem.tier, func.count()).where(ReviewItem.created_at >= today)
+                                    .group_by(ReviewItem.tier)).all())
+    closed_today = db.scalar(select(func.count()).select_from(ReviewItem).where(ReviewItem.closed_at >= today)) or 0
+    week_ago = today - timedelta(days=6)
+    top_categories = db.execute(select(Finding.category, func.count()).where(Finding.created_at >= week_ago)
+                                .group_by(Finding.category).order_by(func.count().desc(), Finding.category)
+                                .limit(8)).all()
+    first = today - timedelta(days=TREND_DAYS - 1)
+    per_day: dict[tuple[str, str], int] = {}
+    recent = select(ReviewItem.created_at, ReviewItem.tier).where(ReviewItem.created_at >= first)
+    for created, tier in db.execute(recent):
+        key = (aware(created).astimezone(timezone.utc).strftime("%Y-%m-%d"), tier)
+        per_day[key] = per_day.get(key, 0) + 1
+    days = [first + timedelta(days=i) for i in range(TREND_DAYS)]
+    overdue = review.list_queue(db, overdue_only=True, now=now, limit=10)
+    return render(request, "dashboard.html", counts=review.queue_counts(db, now), created_today=created_today,
+                  closed_today=closed_today, top_categories=top_categories, categories=review.categories(),
+                  trend=trend(per_day, days), tiers=TIERS, tier_colors=TIER_COLORS, overdue=overdue, now=now,
+                  today=today)

@@ -1,0 +1,470 @@
+"""ASR speed benchmark.
+
+``gpu``: random weights of the real Whisper architectures, the same full 30 s windows decoded
+with a fixed number of tokens (end-of-text suppressed) through (1) stock openai-whisper, one
+window per ``whisper.decode`` call as ``transcribe()`` does, (2) Hugging Face
+``WhisperForConditionalGeneration.generate`` in large fp16 SDPA batches, (3) ``qa.asr.engine``.
+Prints audio-seconds per wall-second, the ratios and a roofline from measured device ceilings.
+
+``cpu``: the real base weights over audio_samples/ (VAD segments of every channel), ours vs
+stock ``whisper.transcribe`` vs faster-whisper int8 (CTranslate2 files joined from the registry
+packages): audio-seconds per wall-second and CER.
+
+Run: python scripts/bench_asr.py gpu --json out.json / python scripts/bench_asr.py cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from qa.asr.engine import BatchedDecoder, DecodeOptions, log_mel_batch  # noqa: E402
+from qa.asr.weights import ARCHITECTURES, random_model, to_inference  # noqa: E402
+
+WINDOW_S = 30.0
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def windows(n: int, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(480000, generator=g) * 0.1 for _ in range(n)]
+
+
+def eot_of(model) -> int:
+    import whisper.tokenizer
+
+    return whisper.tokenizer.get_tokenizer(model.is_multilingual, num_languages=model.num_languages).eot
+
+
+def run_stock(model, wins, tokens: int) -> float:
+    """One window per decode call, as whisper.transcribe does."""
+    import whisper
+
+    opts = whisper.DecodingOptions(
+        language="zh", without_timestamps=True, fp16=True, sample_len=tokens,
+        suppress_tokens=[-1, eot_of(model)], suppress_blank=True,
+    )
+    sync()
+    t = time.perf_counter()
+    for w in wins:
+        mel = whisper.log_mel_spectrogram(w.cuda(), n_mels=model.dims.n_mels)
+        res = whisper.decode(model, mel, opts)
+        assert len(res.tokens) == tokens, len(res.tokens)
+    sync()
+    return time.perf_counter() - t
+
+
+def run_ours(model, wins, tokens: int, batch: int) -> float:
+    dec = BatchedDecoder(model, DecodeOptions(
+        batch_size=batch, max_new_tokens=tokens, min_new_tokens=tokens, temperatures=(0.0,),
+        loop_min_span=0, sync_every=16, encoder_batch=32,
+    ))
+    sync()
+    t = time.perf_counter()
+    res = dec.decode([w.cuda() for w in wins])
+    sync()
+    elapsed = time.perf_counter() - t
+    assert len(res) == len(wins) and all(len(r.tokens) == tokens for r in res), [len(r.tokens) for r in res][:4]
+    return elapsed
+
+
+def hf_model(arch: str):
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    a = ARCHITECTURES[arch]
+    cfg = WhisperConfig(
+        vocab_size=a["n_vocab"], num_mel_bins=a["n_mels"], d_model=a["n_audio_state"],
+        encoder_layers=a["n_audio_layer"], decoder_layers=a["n_text_layer"],
+        encoder_attention_heads=a["n_audio_head"], decoder_attention_heads=a["n_text_head"],
+        encoder_ffn_dim=4 * a["n_audio_state"], decoder_ffn_dim=4 * a["n_text_state"],
+        max_source_positions=1500, max_target_positions=448,
+        decoder_start_token_id=50258, eos_token_id=50257, pad_token_id=50257, bos_token_id=50257,
+    )
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(cfg).to("cuda", torch.float16).eval()
+    print(f"HF attention: {model.config._attn_implementation}", flush=True)
+    return model
+
+
+def run_hf(model, wins, tokens: int, batch: int, n_mels: int, plain: bool = False) -> float:
+    """``plain``: the generic GenerationMixin loop instead of Whisper's generate wrapper."""
+    from transformers.generation.utils import GenerationMixin
+
+    generate = (lambda **kw: GenerationMixin.generate(model, **kw)) if plain else model.generate
+    prompt = torch.tensor([[50258, 50260, 50359, 50363]], device="cuda")  # sot, zh, transcribe, notimestamps
+    sync()
+    t = time.perf_counter()
+    for start in range(0, len(wins), batch):
+        chunk = torch.stack(wins[start : start + batch]).cuda()
+        feats = log_mel_batch(chunk, n_mels).half()
+        with torch.inference_mode():
+            out = generate(
+                input_features=feats, decoder_input_ids=prompt.expand(len(chunk), -1),
+                max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, num_beams=1,
+            )
+        assert out.shape[1] >= tokens, out.shape
+    sync()
+    return time.perf_counter() - t
+
+
+def ceilings() -> dict:
+    """Measured device ceilings: copy bandwidth (read+write) and fp16 matmul rate."""
+    x = torch.empty(2 * 1024**3 // 2, dtype=torch.float16, device="cuda").normal_()
+    y = torch.empty_like(x)
+    for _ in range(3):
+        y.copy_(x)
+    sync()
+    t = time.perf_counter()
+    for _ in range(10):
+        y.copy_(x)
+    sync()
+    bw = 10 * 2 * x.numel() * 2 / (time.perf_counter() - t)
+    del x, y
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+    for _ in range(3):
+        a @ b
+    sync()
+    t = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    sync()
+    flops = 10 * 2 * 8192**3 / (time.perf_counter() - t)
+    return {"bandwidth_Bps": bw, "matmul_flops": flops}
+
+
+def roofline(arch: str, batch: int, tokens: int, prompt: int, ceil: dict) -> dict:
+    """Lower bound on time per window: encoder FLOPs at the matmul rate plus, per decoded
+    token, the bytes every row must read (its cross-attention K/V and self-attention K/V) plus
+    the decoder weights shared by the batch, at the copy bandwidth."""
+    a = ARCHITECTURES[arch]
+    D, Le, Ld, V, T = a["n_audio_state"], a["n_audio_layer"], a["n_text_layer"], a["n_vocab"], 1500
+    enc_params = Le * 12 * D * D
+    enc_flops = 2 * enc_params * T + Le * 4 * T * T * D + 2 * 3 * D * a["n_mels"] * 3000 + 2 * 3 * D * D * T
+    cross_kv_flops = 2 * Ld * 2 * D * D * T  # computed once per window
+    cross_bytes = Ld * 2 * T * D * 2
+    self_bytes = Ld * 2 * (prompt + tokens / 2) * D * 2  # average cache length
+    dec_weight_bytes = (Ld * 16 * D * D + V * D) * 2
+    per_token = cross_bytes + self_bytes + dec_weight_bytes / batch
+    t_enc = (enc_flops + cross_kv_flops) / ceil["matmul_flops"]
+    t_dec = tokens * per_token / ceil["bandwidth_Bps"]
+    return {
+        "encoder_gflop_per_window": (enc_flops + cross_kv_flops) / 1e9,
+        "decoder_mb_per_token_row": per_token / 1e6,
+        "cross_kv_mb_per_row": cross_bytes / 1e6,
+        "ms_per_window": 1e3 * (t_enc + t_dec),
+        "x_realtime": WINDOW_S / (t_enc + t_dec),
+    }
+
+
+def correctness(n: int = 24, tokens: int = 96) -> list[dict]:
+    """Greedy tokens of ours vs stock whisper.decode on the same windows, random base model."""
+    import whisper
+
+    rows = []
+    for dtype in (torch.float32, torch.float16):
+        model = to_inference(random_model("base", seed=1, std=0.08), "cuda", dtype)
+        wins = windows(n, seed=7)
+        for i, w in enumerate(wins):  # shorter windows too: zero tail
+            w[int(480000 * (0.2 + 0.8 * i / n)) :] = 0
+        opts = whisper.DecodingOptions(language="zh", without_timestamps=True, fp16=dtype == torch.float16, sample_len=tokens)
+        ref = [whisper.decode(model, whisper.log_mel_spectrogram(w.cuda()), opts) for w in wins]
+        dec = BatchedDecoder(model, DecodeOptions(batch_size=8, max_new_tokens=tokens, temperatures=(0.0,), loop_min_span=0, sync_every=5))
+        ours = dec.decode([w.cuda() for w in wins])
+        equal = sum(list(o.tokens) == r.tokens for o, r in zip(ours, ref))
+        first_diff = [
+            next((k for k, (x, y) in enumerate(zip(o.tokens, r.tokens)) if x != y), min(len(o.tokens), len(r.tokens)))
+            for o, r in zip(ours, ref) if list(o.tokens) != r.tokens
+        ]
+        rows.append({"dtype": str(dtype), "windows": n, "equal": equal, "first_divergence_at": first_diff})
+        print(f"correctness {dtype}: {equal}/{n} windows with identical greedy tokens; diverging at {first_diff}", flush=True)
+        del model
+    return rows
+
+
+def gpu(args) -> dict:
+    import whisper
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    report: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "whisper": whisper.__version__}
+    try:
+        import transformers
+
+        report["transformers"] = transformers.__version__
+    except ImportError:
+        report["transformers"] = None
+    report["ceilings"] = ceil = ceilings()
+    print(f"ceilings: {ceil['bandwidth_Bps'] / 1e12:.2f} TB/s copy, {ceil['matmul_flops'] / 1e12:.0f} TFLOP/s fp16 matmul", flush=True)
+    if args.correctness:
+        report["correctness"] = correctness()
+    report["archs"] = {}
+    tokens = args.tokens
+    for arch in args.archs:
+        batches = [b for b in args.batches if arch in ("base", "large-v3-turbo") or b <= 256]
+        res: dict = {"batches": {}}
+        model = to_inference(random_model(arch, seed=0), "cuda", torch.float16)
+        wins = windows(max(batches), seed=1)
+        run_ours(model, wins[:8], tokens, 8)  # warm-up: kernels, cuBLAS handles
+        n_stock = args.stock_windows
+        if n_stock:
+            run_stock(model, wins[:1], tokens)
+            t = run_stock(model, wins[:n_stock], tokens)
+            res["stock_xrt"] = n_stock * WINDOW_S / t
+            print(f"{arch}: stock openai-whisper {res['stock_xrt']:.1f}x realtime ({n_stock} windows)", flush=True)
+        for b in batches:
+            try:
+                run_ours(model, wins[:b], tokens, b)  # warm-up at this shape
+                t = run_ours(model, wins[:b], tokens, b)
+                res["batches"].setdefault(b, {})["ours_xrt"] = b * WINDOW_S / t
+            except torch.OutOfMemoryError:
+                res["batches"].setdefault(b, {})["ours_xrt"] = None
+            torch.cuda.empty_cache()
+            print(f"{arch}: ours batch {b}: {res['batches'][b]['ours_xrt']}", flush=True)
+        del model
+        torch.cuda.empty_cache()
+        if not args.no_hf:
+            hf = hf_model(arch)
+            run_hf(hf, wins[:8], tokens, 8, ARCHITECTURES[arch]["n_mels"])
+            for b in batches:
+                try:
+                    t = run_hf(hf, wins[:b], tokens, b, ARCHITECTURES[arch]["n_mels"])
+                    res["batches"][b]["hf_xrt"] = b * WINDOW_S / t
+                except torch.OutOfMemoryError:
+                    res["batches"][b]["hf_xrt"] = None
+                torch.cuda.empty_cache()
+                print(f"{arch}: HF batch {b}: {res['batches'][b]['hf_xrt']}", flush=True)
+            for b in batches[-2:]:  # the generic loop at the large batches, best of the two kept
+                try:
+                    t = run_hf(hf, wins[:b], tokens, b, ARCHITECTURES[arch]["n_mels"], plain=True)
+                    res["batches"][b]["hf_plain_xrt"] = b * WINDOW_S / t
+                except torch.OutOfMemoryError:
+                    res["batches"][b]["hf_plain_xrt"] = None
+                torch.cuda.empty_cache()
+                print(f"{arch}: HF plain generate batch {b}: {res['batches'][b]['hf_plain_xrt']}", flush=True)
+            del hf
+            torch.cuda.empty_cache()
+        for b in batches:
+            res["batches"][b]["roofline"] = roofline(arch, b, tokens, 4, ceil)
+        report["archs"][arch] = res
+        if args.json:  # keep what was measured if a later architecture fails
+            Path(args.json).write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+    print_table(report)
+    return report
+
+
+def print_table(report: dict) -> None:
+    print(f"\n{report['device']}  torch {report['torch']}  transformers {report.get('transformers')}")
+    print(f"{'arch':16} {'batch':>5} {'stock':>8} {'HF':>8} {'ours':>8} {'ours/HF':>8} {'roofline':>9} {'%roof':>6}")
+    for arch, res in report["archs"].items():
+        for b, row in res["batches"].items():
+            hf = max(row.get("hf_xrt") or 0, row.get("hf_plain_xrt") or 0) or None
+            ours, roof = row.get("ours_xrt"), row["roofline"]["x_realtime"]
+            ratio = f"{ours / hf:.2f}" if hf and ours else "-"
+            pct = f"{100 * ours / roof:.0f}" if ours else "-"
+            print(
+                f"{arch:16} {b:>5} {res.get('stock_xrt', 0):>8.1f} {hf or 0:>8.0f} {ours or 0:>8.0f} {ratio:>8} {roof:>9.0f} {pct:>6}"
+            )
+
+
+def _hypothesis(sample, n_channels: int, segments_per_channel) -> dict[str, str]:
+    """Each channel's text in time order under its role, and every segment of the call in time
+    order under "overall" (the order the reference turns are in)."""
+    from qa.audio import channel_roles
+
+    roles = channel_roles(sample.channel_layout, n_channels)
+    out: dict[str, str] = {}
+    timed = []
+    for role, segs in zip(roles, segments_per_channel):
+        out[role or "mixed"] = "".join(text for _, text in sorted(segs))
+        timed += segs
+    out["overall"] = "".join(text for _, text in sorted(timed))
+    return out
+
+
+def _score(samples, hyps: dict[str, dict[str, str]]) -> dict:
+    """CER per role (stereo calls) and overall, with the same normalisation as qa eval asr."""
+    from qa.asr.evaluate import Score
+
+    roles = {"agent": Score(), "customer": Score()}
+    overall = Score()
+    for sample in samples:
+        hyp = hyps[sample.call_id]
+        turns = sorted(sample.turns, key=lambda t: t[2])
+        for role in roles:
+            if role in hyp:
+                roles[role].add("".join(t[1] for t in turns if t[0] == role), hyp[role])
+        overall.add("".join(t[1] for t in turns), hyp["overall"])
+    return {"cer_agent": roles["agent"].cer, "cer_customer": roles["customer"].cer, "cer_overall": overall.cer}
+
+
+def cpu(args) -> dict:
+    """Ours vs stock whisper.transcribe vs faster-whisper int8 on the real base weights."""
+    import dataclasses
+    import os
+    import platform
+
+    import whisper
+
+    from qa.asr.evaluate import evaluate_samples, read_samples
+    from qa.asr.weights import resolve_model, write_ct2_dir
+    from qa.audio import decode_file
+    from qa.config import load_settings
+
+    torch.set_num_threads(args.threads)
+    settings = dataclasses.replace(load_settings().settings, asr_device="cpu", asr_threads=args.threads)
+    samples = read_samples(args.samples)[: args.limit or None]
+    audio = {s.call_id: decode_file(s.path) for s in samples}
+    audio_s = sum(a.duration_s for a in audio.values())
+    report: dict = {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "calls": len(samples),
+                    "audio_s": audio_s, "torch": torch.__version__, "whisper": whisper.__version__,
+                    "loadavg_start": os.getloadavg()[0], "engines": {}}
+    prompt = settings.asr_prompt
+
+    def record(name: str, wall: float, scores: dict) -> None:
+        report["engines"][name] = {"wall_s": wall, "x_realtime": audio_s / wall, **scores}
+        print(f"{name:28} {audio_s / wall:6.2f}x realtime  CER agent {scores['cer_agent']:.3f} customer "
+              f"{scores['cer_customer']:.3f} overall {scores['cer_overall']:.3f}", flush=True)
+
+    from qa.transcribe import load_asr
+
+    asr = load_asr(settings)
+    res = evaluate_samples(settings, samples, asr=asr)
+    record("ours (batched, fp32)", res.wall_s, {"cer_agent": res.role_score("agent").cer,
+                                               "cer_customer": res.role_score("customer").cer,
+                                               "cer_overall": res.overall.cer})
+    model = resolve_model(settings).model
+    t = time.perf_counter()
+    hyps = {}
+    for s in samples:
+        chans = audio[s.call_id].channels
+        if len(chans) > 1 and s.channel_layout == "mono":
+            chans = (np.mean(np.stack(chans), axis=0).astype(np.float32),)
+        per = []
+        for ch in chans:
+            out = whisper.transcribe(model, ch, language="zh", initial_prompt=prompt or None, fp16=False,
+                                     condition_on_previous_text=False)
+            per.append([(seg["start"], seg["text"]) for seg in out["segments"]])
+        hyps[s.call_id] = _hypothesis(s, len(chans), per)
+    record("stock whisper.transcribe", time.perf_counter() - t, _score(samples, hyps))
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError:
+        print("faster-whisper not installed (pip install -e .[bench]); skipped")
+        return report
+    ct2_dir = write_ct2_dir(Path(settings.cache_dir) / "models" / "whisper-base-ct2")
+    fw = WhisperModel(str(ct2_dir), device="cpu", compute_type="int8", cpu_threads=args.threads)
+    for beam in (1, 5):
+        t = time.perf_counter()
+        hyps = {}
+        for s in samples:
+            chans = audio[s.call_id].channels
+            if len(chans) > 1 and s.channel_layout == "mono":
+                chans = (np.mean(np.stack(chans), axis=0).astype(np.float32),)
+            per = []
+            for ch in chans:
+                segs, _ = fw.transcribe(ch, language="zh", beam_size=beam, vad_filter=True,
+                                        initial_prompt=prompt or None, condition_on_previous_text=False)
+                per.append([(seg.start, seg.text) for seg in segs])
+            hyps[s.call_id] = _hypothesis(s, len(chans), per)
+        record(f"faster-whisper int8 beam {beam}", time.perf_counter() - t, _score(samples, hyps))
+    report["loadavg_end"] = os.getloadavg()[0]
+    return report
+
+
+def telephone(audio: np.ndarray) -> np.ndarray:
+    """Simulated telephone channel: 300-3400 Hz band, 8 kHz, G.711 mu-law round trip, back to 16 kHz."""
+    from scipy.signal import butter, resample_poly, sosfiltfilt
+
+    sos = butter(6, [300, 3400], btype="bandpass", fs=16000, output="sos")
+    narrow = resample_poly(sosfiltfilt(sos, audio), 1, 2)
+    mu = 255.0
+    x = np.clip(narrow, -1.0, 1.0)
+    code = np.round((np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu) + 1) / 2 * 255)  # 8-bit code
+    y = code / 255 * 2 - 1
+    decoded = np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu
+    return resample_poly(decoded, 2, 1).astype(np.float32)
+
+
+def realspeech(args) -> dict:
+    """CER of ours on a folder of real Mandarin clips (manifest.tsv: file, subset, transcript),
+    native and through the simulated telephone channel. Evaluation only: nothing is kept."""
+    import csv
+    import dataclasses
+
+    from qa.asr.evaluate import Score
+    from qa.asr.text import normalize_text
+    from qa.audio import decode_file
+    from qa.config import load_settings
+    from qa.transcribe import AsrOptions, load_asr
+
+    torch.set_num_threads(args.threads)
+    settings = dataclasses.replace(load_settings().settings, asr_device="cpu", asr_threads=args.threads)
+    root = Path(args.dir)
+    with open(root / "manifest.tsv", encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    clips = [np.mean(np.stack(decode_file(root / r["file"]).channels), axis=0).astype(np.float32) for r in rows]
+    report: dict = {"clips": len(rows), "audio_s": sum(len(c) for c in clips) / 16000, "results": {}}
+    base = load_asr(settings)
+    for label, prompt in (("prompt", settings.asr_prompt), ("no prompt", "")):
+        asr = load_asr(settings, dataclasses.replace(AsrOptions.from_settings(settings),
+                                                     decode=dataclasses.replace(base.options.decode, prompt=prompt)))
+        for channel in ("native", "telephone"):
+            audio = clips if channel == "native" else [telephone(c) for c in clips]
+            t = time.perf_counter()
+            results = asr.decoder.decode(audio)
+            wall = time.perf_counter() - t
+            by_subset: dict[str, Score] = {}
+            total = Score()
+            for row, res in zip(rows, results):
+                hyp = normalize_text(res.text)
+                by_subset.setdefault(row["subset"], Score()).add(row["transcript"], hyp)
+                total.add(row["transcript"], hyp)
+            key = f"{label}, {channel}"
+            report["results"][key] = {"cer": total.cer, "wall_s": wall,
+                                      "by_subset": {k: v.cer for k, v in sorted(by_subset.items())}}
+            print(f"{key:24} CER {total.cer:.3f}  " + "  ".join(f"{k} {v.cer:.3f}" for k, v in sorted(by_subset.items())),
+                  flush=True)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("gpu")
+    g.add_argument("--archs", nargs="+", default=["base", "small", "large-v3-turbo", "large-v3"])
+    g.add_argument("--batches", nargs="+", type=int, default=[32, 64, 128, 256, 512])
+    g.add_argument("--tokens", type=int, default=150)
+    g.add_argument("--stock-windows", type=int, default=4)
+    g.add_argument("--no-hf", action="store_true")
+    g.add_argument("--correctness", action="store_true")
+    g.add_argument("--json")
+    c = sub.add_parser("cpu")
+    c.add_argument("--samples", default="audio_samples")
+    c.add_argument("--limit", type=int, default=0)
+    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--json")
+    r = sub.add_parser("realspeech")
+    r.add_argument("--dir", required=True, help="folder with manifest.tsv and the clips")
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--json")
+    args = parser.parse_args()
+    report = {"gpu": gpu, "cpu": cpu, "realspeech": realspeech}[args.cmd](args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

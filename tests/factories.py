@@ -1,0 +1,232 @@
+"""Builders of ORM rows for tests: one call at a time (``make_call`` ... ``add_review``), or a
+whole synthetic call center in bulk (``seed_calls``). Builders flush, the test commits."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from qa.models import (
+    Analysis,
+    Assessment,
+    Call,
+    ClassifierScore,
+    Finding,
+    ReviewDecision,
+    ReviewItem,
+    Transcript,
+    User,
+    UtteranceRow,
+)
+
+ASR_SHA = hashlib.sha256(b"whisper-base").hexdigest()
+PACK_SHA = hashlib.sha256(b"finance-zh 1.2.0").hexdigest()
+MODEL_SHA = hashlib.sha256(b"complaint-risk 0.3.1").hexdigest()
+POLICY_SHA = hashlib.sha256(b"tier-policy").hexdigest()
+DAY0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def make_call(session: Session, call_id: str, *, agent_id: str | None = "A001", team: str | None = "理财一组",
+              started_at: datetime | None = DAY0, duration_s: float | None = 180.0, status: str = "routed",
+              **fields) -> Call:
+    call = Call(call_id=call_id, recording_sha256=sha(call_id), file_path=f"/data/{call_id}.wav", file_size=1000,
+                audio_format="wav", agent_id=agent_id, team=team, started_at=started_at,
+                duration_s=duration_s, status=status, **fields)
+    session.add(call)
+    session.flush()
+    return call
+
+
+def add_transcript(session: Session, call: Call, utterances: list[tuple[str, float, float, str]], *,
+                   asr_model: str = "base", asr_sha256: str = ASR_SHA, is_current: bool = True) -> Transcript:
+    tr = Transcript(call_id=call.id, asr_model=asr_model, asr_sha256=asr_sha256, options_sha256=sha(asr_model),
+                    is_current=is_current)
+    tr.utterances = [UtteranceRow(call_id=call.id, idx=i, role=role, start_s=s, end_s=e, text=text)
+                     for i, (role, s, e, text) in enumerate(utterances)]
+    session.add(tr)
+    session.flush()
+    return tr
+
+
+def add_analysis(session: Session, call: Call, transcript: Transcript, findings: list[dict], *,
+                 scores: list[tuple[str, str, float]] = (), pack: tuple[str, str, str] = ("finance-zh", "1.2.0", PACK_SHA),
+                 score: float | None = None, is_current: bool = True) -> Analysis:
+    """``findings``: dicts of Finding fields (rule_id, category, severity, ...);
+    ``scores``: (model_name, label, probability)."""
+    an = Analysis(call_id=call.id, transcript_id=transcript.id, rule_pack_name=pack[0], rule_pack_version=pack[1],
+                  rule_pack_sha256=pack[2], classifiers_sha256=sha(repr(scores)), is_current=is_current, score=score)
+    an.findings = [Finding(call_id=call.id, **f) for f in findings]
+    an.scores = [ClassifierScore(call_id=call.id, model_name=m, model_version="0.3.1", model_sha256=MODEL_SHA,
+                                 label=label, probability=p) for m, label, p in scores]
+    session.add(an)
+    session.flush()
+    return an
+
+
+def add_assessment(session: Session, call: Call, analysis: Analysis, *, score: float, fatal: bool = False,
+                   tier: str | None = None, calibration_sample: bool = False) -> Assessment:
+    a = Assessment(call_id=call.id, analysis_id=analysis.id, score=score, fatal=fatal, tier=tier,
+                   policy_sha256=POLICY_SHA, calibration_sample=calibration_sample)
+    session.add(a)
+    session.flush()
+    return a
+
+
+def add_review(session: Session, call: Call, assessment: Assessment, *, tier: str = "T2", reason: str = "flagged",
+               status: str = "closed", verdict: str | None = "fail", reviewer: str = "insp01",
+               due_at: datetime | None = None, closed_at: datetime | None = None,
+               decisions: dict[int, str] | None = None, comment: str | None = None) -> ReviewItem:
+    """``decisions``: finding id -> confirmed | rejected | added."""
+    base = call.started_at or DAY0
+    item = ReviewItem(call_id=call.id, assessment_id=assessment.id, tier=tier, reason=reason, status=status,
+                      due_at=due_at or base + timedelta(days=1), verdict=verdict if status != "open" else None,
+                      closed_by=reviewer if status == "closed" else None,
+                      closed_at=(closed_at or base + timedelta(hours=5)) if status == "closed" else None,
+                      comment=comment)
+    session.add(item)
+    session.flush()
+    for finding_id, decision in (decisions or {}).items():
+        session.add(ReviewDecision(review_item_id=item.id, finding_id=finding_id, decision=decision,
+                                   reviewer=reviewer, comment=f"{decision}，已核对", created_at=base + timedelta(hours=4)))
+    session.flush()
+    return item
+
+
+def add_user(session: Session, username: str, role: str, *, active: bool = True) -> User:
+    user = User(username=username, role=role, password_hash="x", active=active)
+    session.add(user)
+    session.flush()
+    return user
+
+
+# --- a synthetic call center in bulk -----------------------------------------------------------
+
+AGENTS = {"A001": "理财一组", "A002": "理财一组", "A003": "信贷二组", "A004": "信贷二组", "A005": "信用卡中心"}
+RULES = [  # rule_id, category, severity
+    ("R-GREET-01", "greeting.missing", "minor"),
+    ("R-RISK-01", "disclosure.risk_missing", "fatal"),
+    ("R-PROMISE-01", "promise.guaranteed_return", "fatal"),
+    ("R-SUPER-01", "misrep.superlative", "major"),
+    ("R-PII-01", "pii.sensitive_number_spoken", "fatal"),
+    ("R-CLOSE-01", "closing.missing", "minor"),
+]
+LINES = [
+    ("agent", "您好，这里是某某银行理财中心，我是客户经理小王。"),
+    ("customer", "你好，我想问一下那个理财产品。"),
+    ("agent", "这款产品保本保息，年化收益率百分之四点五，是我们最好的产品。"),
+    ("customer", "我的手机号是幺三八幺二三四五六七八，身份证11010519491231002X。"),
+    ("agent", "好的，本金5000元，2026年11月2日起息。"),
+]
+
+
+@dataclass(frozen=True)
+class Seeded:
+    calls: int
+    failed: int
+    findings: int
+    reviewed_findings: int
+    confirmed: int
+    days: int
+
+
+def seed_calls(session: Session, n: int, *, seed: int = 7, days: int = 5, start: datetime = DAY0,
+               with_transcripts: bool = True) -> Seeded:
+    """``n`` calls over ``days`` days with transcripts, findings, classifier scores,
+    assessments and reviews (bulk inserts: thousands of calls in seconds). About 5 % failed,
+    the rest routed; flagged calls get a review item, some closed with per-finding decisions,
+    and a calibration sample of clean calls is reviewed too."""
+    rng = random.Random(seed)
+    base_id = (session.query(Call.id).order_by(Call.id.desc()).limit(1).scalar() or 0) + 1
+    calls, transcripts, utts, analyses, findings, scores, assessments, items, decisions = ([] for _ in range(9))
+    next_ids = {name: (session.query(model.id).order_by(model.id.desc()).limit(1).scalar() or 0) + 1
+                for name, model in (("tr", Transcript), ("an", Analysis), ("fi", Finding), ("as", Assessment),
+                                    ("ri", ReviewItem))}
+    failed = reviewed = confirmed = 0
+    agents = list(AGENTS)
+    for k in range(n):
+        cid = base_id + k
+        agent = agents[k % len(agents)]
+        started = start + timedelta(days=rng.randrange(days), minutes=rng.randint(0, 600))
+        is_failed = rng.random() < 0.05
+        failed += is_failed
+        calls.append(dict(id=cid, call_id=f"C{cid:07d}", recording_sha256=sha(f"rec{cid}"),
+                          file_path=f"/data/C{cid:07d}.wav", file_size=48000, audio_format="wav", agent_id=agent,
+                          team=AGENTS[agent], started_at=started, duration_s=round(rng.uniform(60, 600), 1),
+                          status="failed" if is_failed else "routed",
+                          error_code="audio.corrupt" if is_failed else None,
+                          error_message="cannot decode" if is_failed else None, extra={},
+                          channel_layout="stereo-agent-left", roles_inferred=False))
+        if is_failed:
+            continue
+        tr_id = next_ids["tr"] + len(transcripts)
+        transcripts.append(dict(id=tr_id, call_id=cid, asr_model="base", asr_sha256=ASR_SHA, options={},
+                                options_sha256=sha("base"), is_current=True, features={}))
+        if with_transcripts:
+            for idx, (role, text) in enumerate(LINES):
+                utts.append(dict(transcript_id=tr_id, call_id=cid, idx=idx, role=role, start_s=idx * 4.0,
+                                 end_s=idx * 4.0 + 3.5, text=text, role_inferred=False))
+        an_id = next_ids["an"] + len(analyses)
+        analyses.append(dict(id=an_id, call_id=cid, transcript_id=tr_id, rule_pack_name="finance-zh",
+                             rule_pack_version="1.2.0", rule_pack_sha256=PACK_SHA, classifiers_sha256=MODEL_SHA,
+                             is_current=True, score=None, scorecard={}))
+        hits = rng.sample(RULES, k=rng.choice([0, 0, 1, 1, 2, 3]))
+        fids = []
+        for rule_id, category, severity in hits:
+            fid = next_ids["fi"] + len(findings)
+            fids.append(fid)
+            line = rng.randrange(len(LINES))
+            findings.append(dict(id=fid, analysis_id=an_id, call_id=cid, source="rule", rule_id=rule_id,
+                                 category=category, severity=severity, role=LINES[line][0], start_s=line * 4.0,
+                                 end_s=line * 4.0 + 3.5, matched_text=LINES[line][1][:12],
+                                 evidence=LINES[line][1], utterance_idx=[line], details={}))
+        risk = rng.random()
+        scores.append(dict(analysis_id=an_id, call_id=cid, model_name="complaint_risk", model_version="0.3.1",
+                           model_sha256=MODEL_SHA, label="high" if risk > 0.8 else "low", probability=round(risk, 3),
+                           probabilities={}))
+        fatal = any(h[2] == "fatal" for h in hits)
+        tier = "T1" if fatal else "T2" if any(h[2] == "major" for h in hits) else "T3" if hits else None
+        score = max(0.0, 100 - sum({"fatal": 40, "major": 15, "minor": 5}[h[2]] for h in hits) - rng.randint(0, 10))
+        as_id = next_ids["as"] + len(assessments)
+        calibration = tier is None and rng.random() < 0.2
+        assessments.append(dict(id=as_id, call_id=cid, analysis_id=an_id, score=score, fatal=fatal, tier=tier,
+                                reasons=[], policy={}, policy_sha256=POLICY_SHA, calibration_sample=calibration,
+                                is_current=True))
+        if tier is None and not calibration:
+            continue
+        ri_id = next_ids["ri"] + len(items)
+        closed = rng.random() < 0.7
+        due = started + timedelta(hours={"T1": 4, "T2": 24, "T3": 72}.get(tier, 72))
+        verdict = None
+        closed_at = started + timedelta(hours=rng.choice([1, 2, 3, 6, 20, 30, 80])) if closed else None
+        if closed:
+            verdict = "fail" if (fatal or (calibration and rng.random() < 0.1)) else "pass"
+            for fid in fids:
+                ok = rng.random() < 0.75
+                reviewed += 1
+                confirmed += ok
+                decisions.append(dict(review_item_id=ri_id, finding_id=fid, decision="confirmed" if ok else "rejected",
+                                      reviewer="insp01", comment="客户手机13812345678已核对" if ok else "误报",
+                                      created_at=closed_at))
+        items.append(dict(id=ri_id, call_id=cid, assessment_id=as_id, tier=tier or "T3",
+                          reason="calibration" if calibration else "flagged",
+                          status="closed" if closed else "open", priority=0.0, due_at=due,
+                          closed_by="insp01" if closed else None,
+                          closed_at=closed_at, verdict=verdict,
+                          final_score=score if closed else None))
+    for model, rows in ((Call, calls), (Transcript, transcripts), (UtteranceRow, utts), (Analysis, analyses),
+                        (Finding, findings), (ClassifierScore, scores), (Assessment, assessments),
+                        (ReviewItem, items), (ReviewDecision, decisions)):
+        for i in range(0, len(rows), 2000):
+            session.execute(insert(model), rows[i:i + 2000])
+    session.flush()
+    return Seeded(calls=n, failed=failed, findings=len(findings), reviewed_findings=reviewed,
+                  confirmed=confirmed, days=days)

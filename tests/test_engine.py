@@ -1,0 +1,148 @@
+"""The batched decode loop against openai-whisper's own greedy decoding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import whisper
+
+from qa.asr.engine import BatchedDecoder, DecodeOptions, find_loop, log_mel_batch
+from qa.asr.weights import random_model, to_inference
+
+TINY = dict(n_mels=80, n_audio_state=64, n_audio_head=4, n_audio_layer=2, n_vocab=51865, n_text_state=64,
+            n_text_head=4, n_text_layer=2)
+EOT = 50257
+DURATIONS = (3, 7.5, 12, 30, 1, 20)
+
+
+def tiny_model(device="cpu", dtype=torch.float32):
+    """A random model whose end-of-text embedding copies a frequent token's, so windows end
+    after different numbers of steps (random weights otherwise never stop)."""
+    model = random_model(TINY, seed=3, std=0.2)
+    with torch.no_grad():
+        model.decoder.token_embedding.weight[EOT] = model.decoder.token_embedding.weight[6454] * 1.05
+    return to_inference(model, device, dtype)
+
+
+def windows(seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(int(16000 * d)).astype(np.float32) * 0.1 for d in DURATIONS]
+
+
+def stock(model, wins, **options):
+    mels = torch.stack([whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(w)), model.dims.n_mels)
+                        for w in wins]).to(next(model.parameters()).device)
+    opts = whisper.DecodingOptions(language="zh", without_timestamps=True,
+                                   fp16=next(model.parameters()).dtype == torch.float16, **options)
+    return whisper.decode(model, mels, opts)
+
+
+def ours(model, wins, **options):
+    return BatchedDecoder(model, DecodeOptions(temperatures=(0.0,), loop_min_span=0, **options)).decode(wins)
+
+
+def assert_same(ref, got):
+    assert [r.tokens for r in ref] == [list(g.tokens) for g in got]
+    assert [r.text for r in ref] == [g.text for g in got]
+    assert np.allclose([r.avg_logprob for r in ref], [g.avg_logprob for g in got], atol=1e-4)
+    assert np.allclose([r.no_speech_prob for r in ref], [g.no_speech_prob for g in got], atol=1e-5)
+
+
+def test_mel_matches_whisper_per_window():
+    wins = windows()[:3]
+    padded = torch.stack([whisper.pad_or_trim(torch.from_numpy(w)) for w in wins])
+    expected = torch.stack([whisper.log_mel_spectrogram(p) for p in padded])
+    assert torch.allclose(log_mel_batch(padded, 80), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch_size, sync_every", [(6, 1), (2, 5)])
+def test_greedy_tokens_equal_stock_decode(batch_size, sync_every):
+    """Rows finish at different steps; small batches refill freed slots and compact at the end."""
+    model, wins = tiny_model(), windows()
+    ref = stock(model, wins, sample_len=24)
+    assert len({len(r.tokens) for r in ref}) > 3  # the windows really end at different steps
+    got = ours(model, wins, max_new_tokens=24, batch_size=batch_size, sync_every=sync_every, encoder_batch=3)
+    assert_same(ref, got)
+
+
+def test_prompt_matches_stock_decode():
+    model, wins = tiny_model(), windows(1)[:3]
+    prompt = "以下是金融客服电话。理财，保本保息，年化利率"
+    assert_same(stock(model, wins, sample_len=20, prompt=prompt),
+                ours(model, wins, max_new_tokens=20, batch_size=2, prompt=prompt))
+
+
+def test_fixed_length_decoding_for_benchmarks():
+    model, wins = tiny_model(), windows()[:2]
+    got = ours(model, wins, max_new_tokens=25, min_new_tokens=25, batch_size=2)
+    assert [len(g.tokens) for g in got] == [25] * 2
+    assert all(EOT not in g.tokens for g in got)
+
+
+def test_fallback_only_for_failing_windows():
+    model = tiny_model()
+    wins = windows()[:3]
+    dec = BatchedDecoder(model, DecodeOptions(max_new_tokens=10, batch_size=4, temperatures=(0.0, 1.0),
+                                              logprob_threshold=-1.0, no_speech_threshold=1.0, loop_min_span=0))
+    greedy = ours(model, wins, max_new_tokens=10, batch_size=4)
+    got = dec.decode(wins)
+    for g, r in zip(greedy, got):
+        if dec.needs_fallback(g):  # random weights: low log-probs, so these go to higher temperatures
+            assert r.temperature > 0.0
+        else:
+            assert r == g
+
+
+def test_find_loop():
+    assert find_loop([1, 2, 3] + [7, 8] * 15, min_span=24) == 5
+    assert find_loop([5] * 30, min_span=24) == 1
+    assert find_loop(list(range(40)), min_span=24) is None
+    assert find_loop([1, 2] * 5, min_span=24) is None
+    assert find_loop([1, 2] * 20, min_span=0) is None
+
+
+def test_loop_guard_stops_looping_rows():
+    model, wins = tiny_model(), windows()[:3]
+    ref = stock(model, wins, sample_len=40)
+    got = BatchedDecoder(model, DecodeOptions(max_new_tokens=40, temperatures=(0.0,), loop_min_span=6,
+                                              sync_every=2)).decode(wins)
+    # window 0 alternates 1069, 30644 from its first token: stopped and cut to one repeat
+    assert ref[0].tokens[:6] == [1069, 30644] * 3
+    assert (got[0].tokens, got[0].looped) == ((1069, 30644), True)
+    assert BatchedDecoder(model, DecodeOptions()).needs_fallback(got[0])
+    for r, g in zip(ref[1:], got[1:]):  # short repeats under the span are left alone
+        assert (list(g.tokens), g.looped) == (r.tokens, False)
+
+
+def test_options_validate():
+    with pytest.raises(ValueError):
+        DecodeOptions(min_new_tokens=300).validate()
+    with pytest.raises(ValueError):
+        DecodeOptions(temperatures=()).validate()
+
+
+@pytest.mark.slow
+def test_real_base_weights_equal_stock_on_sample_speech(samples_dir, tmp_path):
+    from qa.asr.text import normalize_text
+    from qa.asr.vad import Vad, cut
+    from qa.asr.weights import registry_checkpoint, build_model, load_checkpoint
+    from qa.audio import decode_file
+
+    path, _ = registry_checkpoint(tmp_path)
+    model = to_inference(build_model(load_checkpoint(path)), "cpu", torch.float32)
+    audio = decode_file(samples_dir / "calls" / "S01.wav").channels[0]
+    wins = [cut(audio, s, 0.2) for s in Vad().segments(audio)[:3]]
+    ref = stock(model, wins)
+    got = ours(model, wins, batch_size=2, sync_every=4)
+    assert_same(ref, got)
+    assert "录音" in normalize_text(got[0].text)  # the greeting's 本次通话全程录音
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_gpu_greedy_tokens_equal_stock_decode(dtype):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    model, wins = tiny_model("cuda", dtype), windows()
+    assert_same(stock(model, wins, sample_len=30), ours(model, wins, max_new_tokens=30, batch_size=4))
