@@ -11,7 +11,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from qa import db as qadb
 from qa.errors import LockError
@@ -84,8 +84,10 @@ def test_heartbeat_refreshes_and_detects_a_lost_lock(factory):
     time.sleep(0.6)
     with factory() as s:
         assert s.scalar(select(RunLock.heartbeat_at)) > first
-        # somebody else took the lock over (e.g. after a long freeze of this process)
-        s.get(RunLock, "batch").holder = "someone-else"
+    # somebody else took the lock over (e.g. after a long freeze of this process). A fresh
+    # transaction: on SQLite a read snapshot older than the heartbeat's write cannot be upgraded.
+    with factory() as s:
+        s.execute(update(RunLock).where(RunLock.name == "batch").values(holder="someone-else"))
         s.commit()
     with pytest.raises(LockError, match="taken over"):
         handle.heartbeat()
