@@ -22,6 +22,7 @@ from .classifiers.cards import ModelCard
 from .classifiers.fast import CompiledModel
 from .classifiers.persist import load_model
 from .classifiers.reviews import harvest_reviews, harvest_stereo_roles
+from .classifiers.roles import ROLE_MODEL
 from .classifiers.specs import (
     MODEL_NAMES, POSITIVE_LABELS, SCOPE_AGENT, SCOPE_CALL, SCOPE_CUSTOMER, SPECS, TrainOptions, spec_for,
 )
@@ -37,7 +38,6 @@ __all__ = [
     "TrainOptions", "TrainResult", "evaluate", "train",
 ]
 
-ROLE_MODEL = "role"
 CALL_MODELS = tuple(n for n in MODEL_NAMES if n != ROLE_MODEL)
 
 
@@ -137,12 +137,13 @@ def train(
     models_dir: str | Path,
     *,
     session: Session | None = None,
-    options: TrainOptions = TrainOptions(),
+    options: TrainOptions | None = None,
     seed_dir: str | Path | None = None,
 ) -> list[TrainResult]:
     """Train ``models`` (default: all) into ``models_dir``. With ``session``, examples from
     that database are added and recorded in the cards: inspectors' review decisions for the
-    complaint, dissatisfaction and conduct models, stereo calls' utterances for the role model."""
+    complaint, dissatisfaction and conduct models, stereo calls' utterances for the role model.
+    ``options`` (default: each model's own) apply to every model trained."""
     names = tuple(models or MODEL_NAMES)
     for name in names:
         spec_for(name)

@@ -17,8 +17,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from templates import (  # noqa: E402 - the banks live beside this script
-    A_MISCONDUCT, A_POLITE, A_SCRIPT, AGENT_SLOTS, C_ANGRY, C_COMPLAINT, C_NEUTRAL, C_REPLY, SLOTS,
-    TOPIC_LINES,
+    A_BACKCHANNEL, A_CURT, A_EXPLAIN, A_MISCONDUCT, A_OPEN, A_POLITE, A_SCRIPT, A_TERSE, AGENT_SLOTS, C_ANGRY,
+    C_BACKCHANNEL, C_COMPLAINT, C_INFO, C_NEUTRAL, C_POLITE, C_REPLY, C_TERSE, SLOTS, TOPIC_LINES,
 )
 
 SEED = 20261123
@@ -88,6 +88,19 @@ def build_banks() -> dict[str, Bank]:
     for n, (topic, (agent_lines, customer_lines)) in enumerate(TOPIC_LINES.items()):
         banks[f"t{n}_agent"] = Bank(f"t{n}_agent", agent_lines, "agent")
         banks[f"t{n}_customer"] = Bank(f"t{n}_customer", customer_lines, "customer")
+    # Role-only banks come last: the other corpora never draw from them, so adding them left
+    # those corpora byte for byte as they were.
+    banks.update({
+        "a_open": Bank("a_open", A_OPEN, "agent"),
+        "c_polite": Bank("c_polite", C_POLITE, "customer"),
+        "c_terse": Bank("c_terse", C_TERSE, "customer"),
+        "a_terse": Bank("a_terse", A_TERSE, "agent"),
+        "a_explain": Bank("a_explain", A_EXPLAIN, "agent"),
+        "c_info": Bank("c_info", C_INFO, "customer"),
+        "a_curt": Bank("a_curt", A_CURT, "agent"),
+        "c_backchannel": Bank("c_backchannel", C_BACKCHANNEL, "customer"),
+        "a_backchannel": Bank("a_backchannel", A_BACKCHANNEL, "agent"),
+    })
     return banks
 
 
@@ -156,15 +169,88 @@ def topic_corpus(rng, banks, n_calls_per_topic):
 
 # Complaints, anger and misconduct are rare in real calls; weighting them like ordinary
 # service talk would make the role model (and its held-out accuracy) about the wrong mix.
+# Three renderings each (not seven) keep them rarer without leaving the model so few rude
+# agent lines that it takes every rude line for the customer's.
+# Backchannels (嗯，对 / 好的，您说) are said by both sides: two renderings each, so the model
+# learns they carry little evidence rather than a side.
 RARE_BANKS = ("c_complaint", "c_angry", "a_misconduct")
+SHORT_BANKS = ("c_backchannel", "a_backchannel")
+
+# Transcripts end sentences with 。 or ？ (qa.asr.text normalizes Whisper's punctuation), the
+# templates mostly do not; role examples get the mark half of the time, so both forms are known.
+_QUESTION = re.compile(r"(吗|呢|么|吧|什么|怎么|多少|哪|几|是不是|能不能|可不可以|有没有|行不行|对不对|好吗)[^，。]*$")
+
+
+def asr_punctuation(text: str, rng: random.Random) -> str:
+    if text.endswith(("？", "。", "！")) or rng.random() < 0.5:
+        return text
+    return text + ("？" if _QUESTION.search(text) else "。")
 
 
 def role_corpus(rng, banks, per_template):
     rows = []
     for name, bank in banks.items():
-        k = 1 if name in RARE_BANKS else per_template
-        rows += [row(t, bank.role, s, "utterance", [tid]) for tid, t, s in bank.variants(rng, k)]
+        k = 3 if name in RARE_BANKS else 2 if name in SHORT_BANKS else per_template
+        rows += [row(asr_punctuation(t, rng), bank.role, s, "utterance", [tid])
+                 for tid, t, s in bank.variants(rng, k)]
     return rows
+
+
+# Who says what in the held-out dialogues, as (bank, weight): ordinary service talk mostly,
+# complaints and misconduct now and then, backchannels from both sides.
+CUSTOMER_MIX = (("c_neutral", 3), ("c_reply", 3), ("c_polite", 2), ("c_terse", 2), ("c_info", 1.5), ("topic", 3),
+                ("c_backchannel", 1), ("c_angry", 0.6), ("c_complaint", 0.3))
+AGENT_MIX = (("a_polite", 3), ("a_script", 3), ("a_terse", 2), ("a_explain", 2), ("topic", 3),
+             ("a_backchannel", 1), ("a_curt", 0.5), ("a_misconduct", 0.3))
+SAME_SPEAKER_GOES_ON = 0.2  # a turn cut in two by a pause, or the agent back after 请稍等
+
+
+def _pick(rng: random.Random, banks, mix, topic_bank):
+    names = [n for n, _ in mix]
+    name = rng.choices(names, weights=[w for _, w in mix])[0]
+    return topic_bank if name == "topic" else banks[name]
+
+
+def dialogue(rng: random.Random, banks, split: str) -> dict:
+    """One mono call of ``split`` templates: utterances in time order with their true roles.
+
+    The agent opens most calls (an outbound call may start with the customer's 喂); after
+    that the other party takes the next turn except in 1 in 5 turns, when the same speaker
+    goes on. Pauses overlap on purpose: a quick reply can come from the same speaker and a
+    long pause can precede the other party, so timing alone cannot settle a role."""
+    k = rng.randrange(len(TOPIC_LINES))
+    topic = {"agent": banks[f"t{k}_agent"], "customer": banks[f"t{k}_customer"]}
+    mixes = {"agent": AGENT_MIX, "customer": CUSTOMER_MIX}
+    lines: list[tuple[str, str, str]] = []  # (role, template id, text)
+    if rng.random() < 0.15:
+        lines.append(("customer", *banks["c_backchannel"].utter(rng, split, prefix=False)))
+    lines.append(("agent", *banks["a_open"].utter(rng, split, prefix=False)))
+    speaker = "customer"
+    for _ in range(rng.randint(5, 15)):
+        bank = _pick(rng, banks, mixes[speaker], topic[speaker])
+        lines.append((speaker, *bank.utter(rng, split)))
+        if rng.random() >= SAME_SPEAKER_GOES_ON:
+            speaker = "agent" if speaker == "customer" else "customer"
+    turns, t, previous = [], rng.uniform(0.2, 1.0), None
+    for role, _, text in lines:
+        if previous is not None:
+            if role != previous:
+                t += max(-0.4, rng.gauss(0.7, 0.5))  # replies, sometimes over the other's end
+            elif rng.random() < 0.3:
+                t += rng.uniform(3.0, 10.0)  # looked something up
+            else:
+                t += rng.uniform(0.2, 2.5)
+        text = asr_punctuation(text, rng)
+        duration = len(text) / rng.uniform(3.5, 5.5) + 0.3
+        turns.append({"text": text, "role": role, "start_s": round(t, 2), "end_s": round(t + duration, 2)})
+        t += duration
+        previous = role
+    return {"turns": turns, "split": split, "templates": sorted({tid for _, tid, _ in lines})}
+
+
+def role_dialogues(rng: random.Random, banks, count: int) -> list[dict]:
+    """Held-out dialogues only: they score the role model in context (qa/classifiers/roles.py)."""
+    return [dialogue(rng, banks, "heldout") for _ in range(count)]
 
 
 def main() -> None:
@@ -206,6 +292,12 @@ def main() -> None:
         for r in unique:
             counts[f"{r['split']}/{r['label']}"] = counts.get(f"{r['split']}/{r['label']}", 0) + 1
         print(f"{path.name}: {len(unique)} rows {dict(sorted(counts.items()))}")
+    dialogues = role_dialogues(rng, banks, 300)
+    path = HERE / "role_dialogues.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for d in dialogues:
+            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+    print(f"{path.name}: {len(dialogues)} dialogues, {sum(len(d['turns']) for d in dialogues)} utterances")
 
 
 if __name__ == "__main__":

@@ -6,20 +6,23 @@ turns mostly alternate, and some phrases are typical of one side (agents say 您
 为您服务/稍等; customers say 我想/我的/为什么/投诉). A two-state Viterbi pass picks the most
 likely role sequence under those scores. Roles found this way are marked ``role_inferred``.
 
-The stage calls it through :data:`RoleAssigner`, so a learned model (issue on classifiers) can
-replace it with the same signature.
+The stage calls it through :data:`RoleAssigner`; the learned assigner
+(:mod:`qa.classifiers.roles`) replaces the cue words with the role model's evidence and keeps
+the same turn-taking pass (:func:`decode_roles`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
 
 from ..domain import AGENT, CUSTOMER
 
 # (text, start_s, end_s) of each utterance in time order -> one role per utterance
 RoleAssigner = Callable[[Sequence[tuple[str, float, float]]], list[str]]
+
+HEURISTIC_VERSION = "heuristic-v1"
 
 AGENT_CUES: tuple[str, ...] = (
     "您好", "请问", "工号", "为您服务", "很高兴", "本次通话", "录音", "请您", "您的", "帮您",
@@ -60,33 +63,53 @@ class RoleHeuristic:
         customer = sum(text.count(c) for c in CUSTOMER_CUES)
         return self.cue_weight * (agent - customer)
 
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return {"method": "heuristic", "version": HEURISTIC_VERSION, "params": asdict(self)}
+
     def __call__(self, utterances: Sequence[tuple[str, float, float]]) -> list[str]:
         self.validate()
-        if not utterances:
-            return []
-        states = (AGENT, CUSTOMER)
+        return decode_roles([self.cue_score(text) for text, _, _ in utterances], utterances, self)
 
-        def emit(i: int, state: str) -> float:
-            score = self.cue_score(utterances[i][0])
-            return score / 2 if state == AGENT else -score / 2
 
-        prior = {AGENT: math.log(self.first_agent_prob), CUSTOMER: math.log(1 - self.first_agent_prob)}
-        best = {s: prior[s] + emit(0, s) for s in states}
-        back: list[dict[str, str]] = []
-        for i in range(1, len(utterances)):
-            pause = utterances[i][1] - utterances[i - 1][2]
-            p_switch = self.switch_probability(pause)
-            step, ptr = {}, {}
-            for s in states:
-                options = {p: best[p] + math.log(p_switch if p != s else 1 - p_switch) for p in states}
-                ptr[s] = max(options, key=options.get)
-                step[s] = options[ptr[s]] + emit(i, s)
-            best, back = step, back + [ptr]
-        last = max(best, key=best.get)
-        roles = [last]
-        for ptr in reversed(back):
-            roles.append(ptr[roles[-1]])
-        return roles[::-1]
+def decode_roles(evidence: Sequence[float], utterances: Sequence[tuple[str, float, float]],
+                 turns: RoleHeuristic) -> list[str]:
+    """The most likely role sequence (Viterbi). ``evidence[i]`` is how much more likely
+    utterance ``i`` is the agent's than the customer's, as a log-odds; ``turns`` supplies the
+    first-speaker prior and the pause-dependent chance that the speaker changes."""
+    if not utterances:
+        return []
+    states = (AGENT, CUSTOMER)
+
+    def emit(i: int, state: str) -> float:
+        return evidence[i] / 2 if state == AGENT else -evidence[i] / 2
+
+    prior = {AGENT: math.log(turns.first_agent_prob), CUSTOMER: math.log(1 - turns.first_agent_prob)}
+    best = {s: prior[s] + emit(0, s) for s in states}
+    back: list[dict[str, str]] = []
+    for i in range(1, len(utterances)):
+        pause = utterances[i][1] - utterances[i - 1][2]
+        p_switch = turns.switch_probability(pause)
+        step, ptr = {}, {}
+        for s in states:
+            options = {p: best[p] + math.log(p_switch if p != s else 1 - p_switch) for p in states}
+            ptr[s] = max(options, key=options.get)
+            step[s] = options[ptr[s]] + emit(i, s)
+        best, back = step, back + [ptr]
+    last = max(best, key=best.get)
+    roles = [last]
+    for ptr in reversed(back):
+        roles.append(ptr[roles[-1]])
+    return roles[::-1]
+
+
+def role_provenance(assigner: RoleAssigner) -> dict[str, Any]:
+    """What attributes roles, for the transcript's record: the assigner's own ``provenance``
+    (method, model version and sha256), or its qualified name for a plain function."""
+    provenance = getattr(assigner, "provenance", None)
+    if provenance is not None:
+        return provenance
+    return {"method": "custom", "name": f"{getattr(assigner, '__module__', '?')}.{getattr(assigner, '__qualname__', '?')}"}
 
 
 assign_roles: RoleAssigner = RoleHeuristic()

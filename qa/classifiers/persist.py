@@ -24,6 +24,7 @@ log = logging.getLogger("qa.classify")
 # lists them too, but the card is data and is never trusted for this: this list is.
 TRUSTED_TYPES: tuple[str, ...] = (
     "qa.classifiers.text.char_ngrams",
+    "qa.classifiers.text.utterance_cues",
     "qa.classifiers.text.word_ngrams",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",

@@ -1,9 +1,10 @@
 """The scikit-learn pipeline every model uses: jieba-word and character n-gram TF-IDF
-features, a linear SVM, and sigmoid calibration for probabilities."""
+features (plus utterance cues for the role model), a linear SVM, and sigmoid calibration for
+probabilities."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
@@ -11,32 +12,39 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
 
-from .specs import TrainOptions
-from .text import char_ngrams, word_ngrams
+from .specs import ModelSpec, TrainOptions
+from .text import char_ngrams, utterance_cues, word_ngrams
 
 
-def build_pipeline(options: TrainOptions) -> Pipeline:
+def build_pipeline(options: TrainOptions, spec: ModelSpec, calibration_cv: Iterable | None = None) -> Pipeline:
+    """``calibration_cv``: (train, test) index pairs for the calibration folds, when they
+    must follow groups; default ``options.calibration_folds`` stratified folds."""
     word_tfidf = TfidfVectorizer(analyzer=word_ngrams, sublinear_tf=True,
                                  max_features=options.max_word_features, dtype=np.float32)
     # Character n-grams survive jieba's mis-cuts and ASR homophone errors inside words.
     char_tfidf = TfidfVectorizer(analyzer=char_ngrams, sublinear_tf=True, min_df=2,
                                  max_features=options.max_char_features, dtype=np.float32)
+    blocks = [("words", word_tfidf), ("chars", char_tfidf)]
+    if spec.cue_features:
+        blocks.append(("cues", TfidfVectorizer(analyzer=utterance_cues, sublinear_tf=True, dtype=np.float32)))
     # ensemble=False: one SVM fitted on all data plus calibrators fitted on out-of-fold
     # decisions, so prediction runs one linear model instead of one per calibration fold.
     classifier = CalibratedClassifierCV(
         LinearSVC(C=options.svm_c, random_state=options.random_state),
-        method="sigmoid", cv=options.calibration_folds, ensemble=False,
+        method="sigmoid", cv=options.calibration_folds if calibration_cv is None else list(calibration_cv),
+        ensemble=False,
     )
-    return Pipeline([
-        ("features", FeatureUnion([("words", word_tfidf), ("chars", char_tfidf)])),
-        ("classifier", classifier),
-    ])
+    return Pipeline([("features", FeatureUnion(blocks)), ("classifier", classifier)])
 
 
 def strip_for_storage(pipeline: Pipeline) -> None:
     """Make the fitted pipeline small and quick to load. ``stop_words_`` holds every term
     cut by ``max_features`` and prediction never reads it. The vocabulary maps terms to
-    numpy integers, which skops stores as one .npy file each; plain ints are one JSON value."""
+    numpy integers, which skops stores as one .npy file each; plain ints are one JSON value.
+    Calibration folds given as index pairs only matter while fitting: their count is kept."""
+    calibrated = pipeline.named_steps["classifier"]
+    if not isinstance(calibrated.cv, int):
+        calibrated.cv = len(calibrated.cv)
     for _, vectorizer in pipeline.named_steps["features"].transformer_list:
         if hasattr(vectorizer, "stop_words_"):
             del vectorizer.stop_words_

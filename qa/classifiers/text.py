@@ -87,6 +87,34 @@ def char_ngrams(text: str) -> list[str]:
     return out
 
 
+# A sentence-final particle or mark makes a question (请问…吗？ from agents, 多少呢 from customers).
+_QUESTION_END = re.compile(r"(?:[吗呢么][？?！!。]?|[？?])$")
+_NON_WORD = re.compile(r"[\W_]+")
+
+
+@lru_cache(maxsize=32768)
+def _line_cues(line: str) -> tuple[str, ...]:
+    core = "".join(line.split())
+    size = len(_NON_WORD.sub("", core))
+    length = "len:s" if size <= 6 else "len:m" if size <= 14 else "len:l" if size <= 24 else "len:xl"
+    cues = [length, f"clauses:{min(4, 1 + sum(core.count(p) for p in '，。？！'))}"]
+    if _QUESTION_END.search(core):
+        cues.append("question")
+    # Politeness and person, as one feature each whatever words they come in.
+    cues.extend(name for mark, name in (("您", "you:polite"), ("你", "you:plain"), ("我", "I")) if mark in core)
+    return tuple(cues)
+
+
+def utterance_cues(text: str) -> list[str]:
+    """Length bucket, clause count, question ending and pronouns of every line of ``text``:
+    who speaks an utterance shows in its shape as well as its words (a pipeline analyzer)."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        if line:
+            out.extend(_line_cues(line))
+    return out
+
+
 def join_utterances(texts) -> str:
     """One document from utterance texts, in the form the models were trained on."""
     return "\n".join(" ".join(t.split()) for t in texts if t and t.strip())

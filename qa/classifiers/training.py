@@ -1,5 +1,6 @@
 """Training and evaluation: fit on the training split (plus review examples), report
-cross-validated metrics on it and held-out metrics on templates it never saw."""
+cross-validated metrics on it and held-out metrics on templates it never saw. The role model
+is also scored in context: on held-out dialogues, as the transcription stage uses it."""
 
 from __future__ import annotations
 
@@ -17,15 +18,18 @@ import numpy as np
 import sklearn
 import skops
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 
 from ..config import REPO_ROOT
 from ..errors import ClassifierError
 from .cards import ModelCard
-from .corpus import Example, examples_sha256, load_seed
+from ..domain import AGENT, CUSTOMER
+from .corpus import DialogueSet, Example, examples_sha256, load_dialogues, load_seed
+from .fast import CompiledModel
 from .persist import TRUSTED_TYPES, card_path, load_model, save_model
 from .pipeline import build_pipeline, describe, strip_for_storage
-from .specs import TrainOptions, spec_for
+from .roles import LearnedRoleAssigner
+from .specs import SCOPE_UTTERANCE, ModelSpec, TrainOptions, default_options, spec_for
 from .text import FEATURES_VERSION
 
 log = logging.getLogger("qa.classify")
@@ -63,6 +67,30 @@ def compute_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequen
     }
 
 
+def in_context_metrics(pipeline, spec: ModelSpec, dialogues: DialogueSet) -> dict[str, Any]:
+    """The role model on held-out dialogues through the learned assigner (model + turn-taking),
+    with the same utterances labelled by the model alone and by the cue-word heuristic beside
+    it, so the card shows what the context adds."""
+    assigner = LearnedRoleAssigner(CompiledModel(pipeline))
+    truth: list[str] = []
+    in_context: list[str] = []
+    alone: list[str] = []
+    heuristic: list[str] = []
+    for d in dialogues.dialogues:
+        truth.extend(d.roles)
+        in_context.extend(assigner(d.utterances))
+        evidence = assigner.evidence([text for text, _, _ in d.utterances])
+        alone.extend(AGENT if e >= 0 else CUSTOMER for e in evidence)
+        heuristic.extend(assigner.options.turns(d.utterances))
+    y = np.asarray(truth)
+    return {
+        **compute_metrics(truth, in_context, spec.labels),
+        "dialogues": len(dialogues.dialogues),
+        "utterance_only_accuracy": round(float(np.mean(y == np.asarray(alone))), 4),
+        "heuristic_accuracy": round(float(np.mean(y == np.asarray(heuristic))), 4),
+    }
+
+
 def _previous_version(models_dir: Path, name: str) -> str | None:
     try:
         return ModelCard.read(card_path(models_dir, name)).version
@@ -88,7 +116,7 @@ def train_model(
     name: str,
     models_dir: str | Path,
     *,
-    options: TrainOptions = TrainOptions(),
+    options: TrainOptions | None = None,
     review_examples: Sequence[Example] = (),
     review_summary: dict[str, Any] | None = None,
     seed_dir: str | Path | None = None,
@@ -96,9 +124,11 @@ def train_model(
 ) -> TrainResult:
     """Fit model ``name`` on its seed training split plus ``review_examples``, evaluate it,
     and write its artifact and card into ``models_dir``. ``review_summary`` (None when not
-    trained from reviews) is recorded in the card."""
-    options.validate()
+    trained from reviews) is recorded in the card. ``options`` default to the model's own
+    (:func:`~qa.classifiers.specs.default_options`)."""
     spec = spec_for(name)
+    options = options or default_options(name)
+    options.validate()
     models_dir = Path(models_dir)
     corpus = load_seed(name, seed_dir)
     bad = sorted({e.label for e in review_examples} - set(spec.labels))
@@ -110,16 +140,25 @@ def train_model(
     random.Random(options.random_state).shuffle(examples)
     texts = [e.text for e in examples]
     labels = [e.label for e in examples]
+    calibration_cv = None
+    if spec.grouped_calibration:
+        # Examples from the database have no template: each is a group of its own.
+        groups = [e.group or f"text:{e.text}" for e in examples]
+        calibration_cv = StratifiedGroupKFold(options.calibration_folds).split(texts, labels, groups)
     log.info("training %s on %d examples (%d from reviews)", name, len(examples), len(review_examples))
 
     try:
         cv = StratifiedKFold(options.cv_folds, shuffle=True, random_state=options.random_state)
-        cv_pred = cross_val_predict(build_pipeline(options), texts, labels, cv=cv)
-        pipeline = build_pipeline(options).fit(texts, labels)
+        cv_pred = cross_val_predict(build_pipeline(options, spec), texts, labels, cv=cv)
+        pipeline = build_pipeline(options, spec, calibration_cv).fit(texts, labels)
         heldout_pred = pipeline.predict([e.text for e in corpus.heldout])
     except ValueError as e:
         raise ClassifierError(f"cannot train {name}: {e}") from e
     strip_for_storage(pipeline)
+    heldout_metrics = compute_metrics([e.label for e in corpus.heldout], heldout_pred, spec.labels)
+    dialogues = load_dialogues(name, seed_dir) if spec.scope == SCOPE_UTTERANCE else None
+    if dialogues is not None:
+        heldout_metrics["in_context"] = in_context_metrics(pipeline, spec, dialogues)
 
     created = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     training: dict[str, Any] = {
@@ -131,7 +170,11 @@ def train_model(
         "from_reviews": review_summary is not None,
         "reviews": review_summary or {},
         "previous_version": _previous_version(models_dir, name),
+        "calibration_folds": "grouped by seed template" if spec.grouped_calibration else "stratified",
     }
+    if dialogues is not None:
+        training["dialogues_file"] = _relative(dialogues.path)
+        training["dialogues_sha256"] = dialogues.file_sha256
     card = ModelCard(
         name=name,
         version=_version(created, data_sha, options),
@@ -148,7 +191,7 @@ def train_model(
         options=asdict(options),
         pipeline=describe(pipeline),
         cv_metrics={"folds": options.cv_folds, **compute_metrics(labels, cv_pred, spec.labels)},
-        heldout_metrics=compute_metrics([e.label for e in corpus.heldout], heldout_pred, spec.labels),
+        heldout_metrics=heldout_metrics,
         artifact_file="",
         artifact_sha256="",
         artifact_bytes=0,
@@ -167,4 +210,9 @@ def evaluate_model(name: str, models_dir: str | Path, *, seed_dir: str | Path | 
         log.warning("seed corpus %s changed since model %s was trained", corpus.path, card.version)
     predicted = pipeline.predict([e.text for e in corpus.heldout])
     metrics = compute_metrics([e.label for e in corpus.heldout], predicted, spec.labels)
+    if spec.scope == SCOPE_UTTERANCE:
+        dialogues = load_dialogues(name, seed_dir)
+        if dialogues.file_sha256 != card.training.get("dialogues_sha256"):
+            log.warning("seed dialogues %s changed since model %s was trained", dialogues.path, card.version)
+        metrics["in_context"] = in_context_metrics(pipeline, spec, dialogues)
     return Evaluation(card=card, heldout_metrics=metrics, matches_card=metrics == card.heldout_metrics)

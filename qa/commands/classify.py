@@ -79,6 +79,12 @@ def evaluate_cmd(app: App, model: str | None, models_dir: str | None) -> None:
         click.echo(f"training data sha256 {c.training_data_sha256}  ({c.training['seed_train_examples']} seed + "
                    f"{c.training['review_examples']} review examples)")
         _echo_metrics("held-out (templates never seen in training)", ev.heldout_metrics)
+        context = ev.heldout_metrics.get("in_context")
+        if context:
+            _echo_metrics(f"held-out in context ({context['dialogues']} dialogues of unseen templates, "
+                          "model + turn-taking as mono transcription uses it)", context)
+            click.echo(f"same dialogue utterances, model alone: accuracy={context['utterance_only_accuracy']:.4f}"
+                       f"  cue-word heuristic: accuracy={context['heuristic_accuracy']:.4f}")
         _echo_metrics(f"cross-validated ({c.cv_metrics['folds']}-fold on the training split, from the card)",
                       c.cv_metrics)
         click.echo(f"held-out metrics match the model card: {'yes' if ev.matches_card else 'NO'}")
