@@ -15,19 +15,27 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from . import __version__
 from .errors import ExportError
 from .models import Analysis, Assessment, Call, ClassifierScore, Finding, ReviewDecision, ReviewItem, Transcript
-from .report_charts import Chart, cjk_font, lines, stacked_bars, value_bars
+from .report_charts import BAD, GOOD, LATE, NEUTRAL, WAITING, Chart, cjk_font, heatmap, interval_bars, stacked_bars, \
+    value_bars
 
 log = logging.getLogger("qa.report")
 
 TIERS = ("T1", "T2", "T3")
 MAX_AGENT_BARS = 25
-MAX_TEAM_LINES = 8  # beyond this a line chart is unreadable; the table lists every team
+# Rows of the daily grids and bars of the precision chart; the tables list every one.
+MAX_HEATMAP_TEAMS = 20
+MAX_HEATMAP_AGENTS = 20
+MAX_HEATMAP_DAYS = 31
+MAX_RULE_BARS = 20
+REVIEW_OUTCOMES = {"pending": "待复核", "passed": "复核合格", "failed": "复核不合格", "appealed": "申诉中"}
+STATUS_LABELS = {"registered": "已登记", "prepared": "已预处理", "transcribed": "已转写", "analyzed": "已分析",
+                 "scored": "已评分", "routed": "已完成", "failed": "失败"}
 CATEGORY_LABELS = {
     "greeting.missing": "未规范问候", "closing.missing": "未规范结束语", "disclosure.recording_missing": "未告知录音",
     "identity.verification_missing": "未核实身份", "pii.sensitive_number_spoken": "泄露敏感号码",
@@ -88,12 +96,29 @@ class RulePrecision:
 
 
 @dataclass(frozen=True)
+class ReviewOutcome:
+    """Review items of one queue tier by where they stand."""
+
+    tier: str
+    pending: int  # open or claimed
+    passed: int  # closed (or appeal decided) with verdict pass
+    failed: int
+    appealed: int  # appeal open
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.passed + self.failed + self.appealed
+
+
+@dataclass(frozen=True)
 class MissRate:
     reviewed: int
     faulty: int
     low: float
     high: float
     unflagged_calls: int
+    # (category, calls with a finding of it added by the inspector, Wilson low, high)
+    by_category: tuple[tuple[str, int, float, float], ...] = ()
 
     @property
     def rate(self) -> float | None:
@@ -114,7 +139,8 @@ class ReportData:
     agents: list[tuple[str, str, int, float]]  # agent, team, calls, mean score
     teams: list[tuple[str, int, float]]
     team_daily: dict[str, list[float | None]]
-    verdicts: dict[str, int]
+    agent_daily: dict[str, list[float | None]]
+    reviews: list[ReviewOutcome]
     rules: list[RulePrecision]
     miss: MissRate | None
     versions: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
@@ -193,9 +219,25 @@ def collect(session: Session, options: ReportOptions, *, now: datetime | None = 
         if _day(d) in day_index:
             team_daily[team][day_index[_day(d)]] = round(float(mean), 1)
 
-    verdicts = {f"{status}:{verdict or '-'}": n for status, verdict, n in session.execute(
-        select(ReviewItem.status, ReviewItem.verdict, func.count()).where(ReviewItem.call_id.in_(in_window))
-        .group_by(ReviewItem.status, ReviewItem.verdict))}
+    agent_daily: dict[str, list[float | None]] = {}
+    for agent, d, mean in session.execute(
+            select(func.coalesce(Call.agent_id, "-"), day, func.avg(Assessment.score))
+            .join(Assessment, current).where(window).group_by(Call.agent_id, day)):
+        if _day(d) in day_index:
+            agent_daily.setdefault(agent, [None] * len(days))[day_index[_day(d)]] = round(float(mean), 1)
+
+    outcomes: dict[str, dict[str, int]] = {}
+    for tier, status, verdict, n in session.execute(
+            select(ReviewItem.tier, ReviewItem.status, ReviewItem.verdict, func.count())
+            .where(ReviewItem.call_id.in_(in_window)).group_by(ReviewItem.tier, ReviewItem.status, ReviewItem.verdict)):
+        if status in ("open", "claimed"):
+            key = "pending"
+        elif status == "appealed":
+            key = "appealed"
+        else:
+            key = "failed" if verdict == "fail" else "passed"
+        counts = outcomes.setdefault(tier, dict.fromkeys(REVIEW_OUTCOMES, 0))
+        counts[key] += n
     precision: dict[tuple[str, str], dict[str, int]] = {}
     for rule_id, category, decision, n in session.execute(
             select(Finding.rule_id, Finding.category, ReviewDecision.decision, func.count())
@@ -213,19 +255,35 @@ def collect(session: Session, options: ReportOptions, *, now: datetime | None = 
         tiers=tiers, sla=[SlaRow(t, *(int(v or 0) for v in rest)) for t, *rest in sla_rows],
         categories=[(c, n) for c, n in categories],
         agents=[(a, t, n, round(float(m), 1)) for a, t, n, m in agents],
-        teams=[(t, n, round(float(m), 1)) for t, n, m in teams], team_daily=team_daily,
-        verdicts=verdicts, rules=rules, miss=_miss_rate(session, options),
+        teams=[(t, n, round(float(m), 1)) for t, n, m in teams], team_daily=team_daily, agent_daily=agent_daily,
+        reviews=[ReviewOutcome(t, **outcomes[t]) for t in sorted(outcomes)], rules=rules,
+        miss=_miss_rate(session, in_window, tiers.get("none", 0)),
         versions=_versions(session, in_window))
 
 
-def _miss_rate(session: Session, options: ReportOptions) -> MissRate | None:
-    """From :func:`qa.calibration.miss_rate`: calibration-sample reviews closed in the period."""
-    from .calibration import miss_rate
+def _miss_rate(session: Session, in_window, unflagged_calls: int) -> MissRate | None:
+    """The share of reviewed calibration-sample calls (random unflagged calls, see
+    :mod:`qa.calibration`) that an inspector found faulty: a fail verdict or an added finding.
+    Counted over the calls started in the period, like every other figure of the report,
+    whenever they were reviewed: a day's sample is mostly reviewed on the days after."""
+    from .calibration import REVIEWED_STATUSES, wilson_interval
 
-    result = miss_rate(session, since=options.since, until=options.until)
-    o = result.overall
-    return MissRate(reviewed=o.reviewed, faulty=o.faulty, low=o.low, high=o.high,
-                    unflagged_calls=result.unflagged_calls) if o.reviewed else None
+    sample = and_(ReviewItem.reason == "calibration", ReviewItem.status.in_(REVIEWED_STATUSES),
+                  ReviewItem.call_id.in_(in_window))
+    reviewed = session.scalar(select(func.count()).select_from(ReviewItem).where(sample))
+    if not reviewed:
+        return None
+    added = and_(ReviewDecision.review_item_id == ReviewItem.id, ReviewDecision.decision == "added")
+    faulty = session.scalar(select(func.count()).select_from(ReviewItem).where(
+        sample, or_(ReviewItem.verdict == "fail", exists().where(added))))
+    by_category = session.execute(
+        select(Finding.category, func.count(func.distinct(ReviewItem.id))).select_from(ReviewItem)
+        .join(ReviewDecision, added).join(Finding, Finding.id == ReviewDecision.finding_id)
+        .where(sample).group_by(Finding.category).order_by(func.count(func.distinct(ReviewItem.id)).desc(),
+                                                            Finding.category)).all()
+    low, high = wilson_interval(faulty, reviewed)
+    return MissRate(reviewed=reviewed, faulty=faulty, low=low, high=high, unflagged_calls=unflagged_calls,
+                    by_category=tuple((c, k, *wilson_interval(k, reviewed)) for c, k in by_category))
 
 
 def _versions(session: Session, in_window) -> dict[str, list[tuple[str, ...]]]:
@@ -258,12 +316,12 @@ def draw_charts(data: ReportData) -> tuple[Chart, ...]:
     charts = []
     if data.days:
         charts.append(stacked_bars("daily", "每日通话处理量", [d[5:] for d in data.days],
-                                   {"已处理": data.daily_processed, "失败": data.daily_failed}))
+                                   {"已处理": data.daily_processed, "失败": data.daily_failed}, colors=(NEUTRAL, BAD)))
     if data.sla:
         charts.append(stacked_bars("sla", "各级复核队列 SLA 状态", [r.tier for r in data.sla], {
             "按时完成": [r.closed_on_time for r in data.sla], "超时完成": [r.closed_late for r in data.sla],
             "待处理（未超时）": [r.open_in_time for r in data.sla], "待处理（已超时）": [r.open_overdue for r in data.sla]},
-            width=7.0))
+            width=7.0, colors=(GOOD, LATE, WAITING, BAD)))
     if data.categories:
         labels = [category_label(c) for c, _ in data.categories]
         charts.append(value_bars("categories", "问题类别 Top", labels, [n for _, n in data.categories], counts=True))
@@ -272,17 +330,46 @@ def draw_charts(data: ReportData) -> tuple[Chart, ...]:
         shown = data.agents[:MAX_AGENT_BARS]
         title = "坐席平均质检得分" if len(shown) == len(data.agents) else f"平均得分最低的 {len(shown)} 名坐席"
         charts.append(value_bars("agents", title, [f"{a}（{t}）" for a, t, _, _ in shown],
-                                 [m for _, _, _, m in shown], xlim=(0, 110)))
-    if data.days and data.team_daily:
-        busiest = sorted(data.teams, key=lambda t: -t[1])[:MAX_TEAM_LINES]
-        charts.append(lines("team_trend", "各团队每日平均得分", [d[5:] for d in data.days],
-                            {t: data.team_daily[t] for t, _, _ in busiest}, ylabel="平均得分"))
-    reviewed = [r for r in data.rules if r.reviewed]
+                                 [m for _, _, _, m in shown], xlim=(0, 110),
+                                 colors=[BAD if m < 60 else LATE if m < 80 else NEUTRAL for _, _, _, m in shown]))
+    # Daily trends as grids (a row per team or agent, a cell per day, the mean written in it):
+    # unlike lines they stay readable with many rows and with days on which a team or agent
+    # took no call, where a line would join distant days as if it knew what lay between.
+    days = data.days[-MAX_HEATMAP_DAYS:]
+    if days and data.team_daily:
+        busiest = [t for t, _, _ in sorted(data.teams, key=lambda t: -t[1])][:MAX_HEATMAP_TEAMS]
+        title = "各团队每日平均得分" if len(busiest) == len(data.teams) else f"各团队每日平均得分（通话最多的 {len(busiest)} 个）"
+        charts.append(heatmap("team_trend", title, [d[5:] for d in days], busiest,
+                              [data.team_daily[t][-len(days):] for t in busiest]))
+    if days and data.agent_daily:
+        # The same agents as the bar chart: lowest mean first.
+        shown = [a for a, _, _, _ in data.agents if a in data.agent_daily][:MAX_HEATMAP_AGENTS]
+        title = "坐席每日平均得分" if len(shown) == len(data.agent_daily) else f"坐席每日平均得分（最低 {len(shown)} 名）"
+        if shown:
+            charts.append(heatmap("agent_trend", title, [d[5:] for d in days], shown,
+                                  [data.agent_daily[a][-len(days):] for a in shown]))
+    if data.reviews:
+        charts.append(stacked_bars("reviews", "复核结果（按队列）", [r.tier for r in data.reviews], {
+            label: [getattr(r, key) for r in data.reviews] for key, label in REVIEW_OUTCOMES.items()},
+            horizontal=True, width=7.0, height=max(1.8, 0.5 * len(data.reviews) + 1.1),
+            colors=(WAITING, GOOD, BAD, LATE)))
+    reviewed = [r for r in data.rules if r.reviewed][:MAX_RULE_BARS]  # lowest precision first
     if reviewed:
-        charts.append(value_bars("rule_precision", "规则精确率（确认 / 已复核）", [r.rule_id for r in reviewed],
+        title = ("规则精确率（确认 / 已复核）" if len(reviewed) == len([r for r in data.rules if r.reviewed])
+                 else f"精确率最低的 {len(reviewed)} 条规则（确认 / 已复核）")
+        charts.append(value_bars("rule_precision", title,
+                                 [f"{r.rule_id}（{category_label(r.category)}）" for r in reviewed],
                                  [round(100 * (r.precision or 0), 1) for r in reviewed], xlim=(0, 115),
                                  annotations=[f"{100 * (r.precision or 0):.0f}%（{r.confirmed}/{r.reviewed}）"
                                               for r in reviewed]))
+    if data.miss is not None:
+        miss = data.miss
+        rows = [("全部问题", miss.faulty, miss.low, miss.high)] + [
+            (category_label(c), k, low, high) for c, k, low, high in miss.by_category]
+        charts.append(interval_bars("miss_rate", f"漏检率估计（校准抽样 {miss.reviewed} 通，95% 区间）",
+                                    [label for label, _, _, _ in rows],
+                                    [100 * k / miss.reviewed for _, k, _, _ in rows],
+                                    [(100 * low, 100 * high) for _, _, low, high in rows], unit="%"))
     return tuple(charts)
 
 

@@ -13,7 +13,7 @@ body{font-family:"Noto Sans CJK SC","Noto Sans SC","Source Han Sans SC","PingFan
 main{max-width:1100px;margin:0 auto;padding:24px}
 h1{font-size:26px;margin:0 0 4px} h2{font-size:19px;border-left:4px solid #2f6fb0;padding-left:8px;margin:28px 0 12px}
 .meta{color:#52606d;font-size:13px}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px;margin-top:18px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(130px,1fr));gap:12px;margin-top:18px}
 .card{background:#fff;border-radius:8px;padding:12px 14px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
 .card b{display:block;font-size:24px;margin-top:4px} .card span{color:#52606d;font-size:13px}
 .card.warn b{color:#c94c4c}
@@ -56,7 +56,7 @@ def _pct(part: int, whole: int) -> str:
 
 def render_html(options, data, charts: tuple[Chart, ...], *, generated_at: datetime, version: str,
                 font: str | None, settings=None) -> str:
-    from .report import category_label
+    from .report import REVIEW_OUTCOMES, STATUS_LABELS, category_label
 
     by_key = {c.key: c for c in charts}
     last_day = (options.until - timedelta(seconds=1)).date()
@@ -74,7 +74,8 @@ def render_html(options, data, charts: tuple[Chart, ...], *, generated_at: datet
                                             data.calls_failed > 0),
         ("需复核（T1/T2/T3）", flagged, False), ("T1 致命", data.tiers.get("T1", 0), data.tiers.get("T1", 0) > 0),
         ("复核超时未处理", overdue, overdue > 0), ("规则整体精确率", _pct(confirmed, reviewed), False),
-        ("漏检率估计", f"{100 * miss.rate:.1f}%" if has_miss else "样本不足", False),
+        # The sample size beside the rate: 100 % of one call is not 100 % of three hundred.
+        ("漏检率估计", f"{100 * miss.rate:.1f}%（n={miss.reviewed}）" if has_miss else "样本不足", False),
     ]
     cards_html = "".join(f'<div class="card{" warn" if warn else ""}"><span>{_e(label)}</span><b>{_e(value)}</b></div>'
                          for label, value, warn in cards)
@@ -87,7 +88,8 @@ def render_html(options, data, charts: tuple[Chart, ...], *, generated_at: datet
 
     sections = [
         ("1. 通话处理量", _img(by_key, "daily")
-         + _table(["状态", "通话数"], [[s, n] for s, n in sorted(data.calls_by_status.items())], {1})
+         + _table(["状态", "代码", "通话数"], [[STATUS_LABELS.get(s, s), s, n]
+                                              for s, n in sorted(data.calls_by_status.items())], {2})
          + "<h3>失败原因</h3>" + _table(["错误代码", "通话数"], [[c, n] for c, n in data.failures_by_code], {1})),
         ("2. 分级与复核时效", _img(by_key, "sla")
          + _table(["分级", "通话数"], [[t if t != "none" else "未标记", data.tiers.get(t, 0)]
@@ -98,21 +100,23 @@ def render_html(options, data, charts: tuple[Chart, ...], *, generated_at: datet
          + f'<p class="note">{_e(sla_hours)}T3 队列含未标记通话的校准抽样。“已超时”按报告生成时间计算。</p>'),
         ("3. 主要问题类别", _img(by_key, "categories")
          + _table(["类别", "代码", "命中次数"], [[category_label(c), c, n] for c, n in data.categories], {2})),
-        ("4. 坐席与团队得分", _img(by_key, "agents") + _img(by_key, "team_trend")
+        ("4. 坐席与团队得分", _img(by_key, "agents") + _img(by_key, "team_trend") + _img(by_key, "agent_trend")
          + _table(["团队", "通话数", "平均得分"], [[t, n, f"{m:.1f}"] for t, n, m in data.teams], {1, 2})
          + _table(["坐席", "团队", "通话数", "平均得分"], [[a, t, n, f"{m:.1f}"] for a, t, n, m in data.agents],
                   {2, 3})),
-        ("5. 复核结果与规则精确率", _img(by_key, "rule_precision")
-         + _table(["复核状态:结论", "数量"], [[k, n] for k, n in sorted(data.verdicts.items())], {1})
+        ("5. 复核结果与规则精确率", _img(by_key, "reviews")
+         + _table(["队列", *REVIEW_OUTCOMES.values(), "合计"],
+                  [[r.tier, *(getattr(r, k) for k in REVIEW_OUTCOMES), r.total] for r in data.reviews], {1, 2, 3, 4, 5})
+         + _img(by_key, "rule_precision")
          + _table(["规则", "类别", "确认", "驳回（误报）", "精确率"],
                   [[r.rule_id, category_label(r.category), r.confirmed, r.rejected,
                     "-" if r.precision is None else f"{100 * r.precision:.1f}%"] for r in data.rules], {2, 3, 4})),
         ("6. 漏检率估计（校准抽样）",
-         f"<p>在随机抽取的未标记通话中，人工复核认定存在问题的比例为 <b>{_e(miss_text)}</b>"
+         _img(by_key, "miss_rate") + f"<p>在随机抽取的未标记通话中，人工复核认定存在问题的比例为 <b>{_e(miss_text)}</b>"
          + (f"，复核样本 {miss.reviewed} 通，其中问题通话 {miss.faulty} 通；按当前 {miss.unflagged_calls} 通未标记通话推算，"
             f"约 {miss.rate * miss.unflagged_calls:.0f} 通（{miss.low * miss.unflagged_calls:.0f}–"
             f"{miss.high * miss.unflagged_calls:.0f}）可能被漏检。" if has_miss else "。")
-         + '</p><p class="note">Wilson 95% 置信区间；样本为报告期内完成复核的校准抽样。</p>'),
+         + '</p><p class="note">Wilson 95% 置信区间；样本为报告期内通话的校准抽样中已完成复核的部分（不论何时复核）。</p>'),
         ("7. 模型与规则版本",
          _table(["ASR 模型", "sha256", "通话数"], [list(r) for r in data.versions.get("asr", [])], {2})
          + _table(["规则包", "版本", "sha256", "通话数"], [list(r) for r in data.versions.get("rule_pack", [])], {3})

@@ -119,6 +119,7 @@ RULES = [  # rule_id, category, severity
     ("R-PII-01", "pii.sensitive_number_spoken", "fatal"),
     ("R-CLOSE-01", "closing.missing", "minor"),
 ]
+MISSED = ("disclosure.risk_missing", "promise.misleading_return", "service.impatience")  # added by inspectors
 LINES = [
     ("agent", "您好，这里是某某银行理财中心，我是客户经理小王。"),
     ("customer", "你好，我想问一下那个理财产品。"),
@@ -208,7 +209,17 @@ def seed_calls(session: Session, n: int, *, seed: int = 7, days: int = 5, start:
         verdict = None
         closed_at = started + timedelta(hours=rng.choice([1, 2, 3, 6, 20, 30, 80])) if closed else None
         if closed:
-            verdict = "fail" if (fatal or (calibration and rng.random() < 0.1)) else "pass"
+            missed = calibration and rng.random() < 0.1
+            verdict = "fail" if (fatal or missed) else "pass"
+            if missed:  # the inspector adds the finding the rules missed
+                fid = next_ids["fi"] + len(findings)
+                category = rng.choice(MISSED)
+                findings.append(dict(id=fid, analysis_id=None, call_id=cid, source="inspector",
+                                     rule_id=f"inspector:{category}", category=category, severity="major",
+                                     role="agent", start_s=8.0, end_s=11.5, matched_text=None,
+                                     evidence="客户经理未提示风险", utterance_idx=[], details={}))
+                decisions.append(dict(review_item_id=ri_id, finding_id=fid, decision="added", reviewer="insp01",
+                                      comment="漏检", created_at=closed_at))
             for fid in fids:
                 ok = rng.random() < 0.75
                 reviewed += 1
