@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from . import __version__
 from .errors import ExportError
 from .models import Analysis, Assessment, Call, ClassifierScore, Finding, ReviewDecision, ReviewItem, Transcript
+from .rules.taxonomy import load_taxonomy
 from .report_charts import BAD, GOOD, LATE, NEUTRAL, WAITING, Chart, cjk_font, heatmap, interval_bars, stacked_bars, \
     value_bars
 
@@ -36,20 +37,6 @@ MAX_RULE_BARS = 20
 REVIEW_OUTCOMES = {"pending": "待复核", "passed": "复核合格", "failed": "复核不合格", "appealed": "申诉中"}
 STATUS_LABELS = {"registered": "已登记", "prepared": "已预处理", "transcribed": "已转写", "analyzed": "已分析",
                  "scored": "已评分", "routed": "已完成", "failed": "失败"}
-CATEGORY_LABELS = {
-    "greeting.missing": "未规范问候", "closing.missing": "未规范结束语", "disclosure.recording_missing": "未告知录音",
-    "identity.verification_missing": "未核实身份", "pii.sensitive_number_spoken": "泄露敏感号码",
-    "pii.credential_request": "索要密码验证码", "disclosure.risk_missing": "未提示风险",
-    "promise.guaranteed_return": "承诺保本保息", "promise.misleading_return": "误导性收益表述",
-    "misrep.deposit_equivalence": "理财混同存款", "misrep.superlative": "绝对化用语",
-    "loan.rate_disclosure_missing": "未披露年化利率", "loan.approval_promise": "承诺放款",
-    "fraud.upfront_fee": "贷前收费", "conduct.threat": "威胁恐吓", "conduct.insult": "辱骂客户",
-    "conduct.impersonation": "冒充身份", "collection.third_party_disclosure": "向第三方透露债务",
-    "collection.contact_hours": "非规定时间催收", "service.long_silence": "长时间静默",
-    "service.interruption": "抢话打断", "service.speech_rate": "语速异常", "service.impatience": "态度不耐烦",
-    "complaint.escalation_threat": "客户扬言投诉", "complaint.not_registered": "未登记投诉",
-    "complaint.discouraged": "劝阻投诉", "customer.vulnerable": "特殊客群", "customer.do_not_call": "拒绝来电",
-}
 
 
 @dataclass(frozen=True)
@@ -308,7 +295,8 @@ def _versions(session: Session, in_window) -> dict[str, list[tuple[str, ...]]]:
 
 
 def category_label(category: str) -> str:
-    return CATEGORY_LABELS.get(category, category)
+    cat = load_taxonomy().get(category)
+    return cat.zh if cat else category
 
 
 def draw_charts(data: ReportData) -> tuple[Chart, ...]:

@@ -21,6 +21,7 @@ class Category:
     kind: str
     severity: str
     desc: str
+    zh: str  # the name shown to inspectors and in reports
 
 
 @lru_cache(maxsize=1)
@@ -28,7 +29,7 @@ def load_taxonomy() -> dict[str, Category]:
     source = resources.files("qa") / "data" / "taxonomy.yaml"
     try:
         doc = yaml.safe_load(source.read_text(encoding="utf-8"))
-        cats = {cid: Category(cid, v["role"], v["kind"], v["severity"], v["desc"])
+        cats = {cid: Category(cid, v["role"], v["kind"], v["severity"], v["desc"], v["zh"])
                 for cid, v in doc["categories"].items()}
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as e:
         raise RuleError(f"cannot read the category list: {e}", path=str(source)) from e
