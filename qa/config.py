@@ -39,6 +39,7 @@ class Settings:
     asr_batch_size: int = 16
     asr_prompt: str = "以下是金融客服电话录音。理财，保本保息，年化利率，风险，投资须谨慎，征信，手续费，验证码，投诉。"
     asr_threads: int = 0  # 0: torch default
+    asr_pack_s: float = 30.0  # speech segments packed into windows of at most this; 0: one per window
     # analysis
     rules_pack: str = str(REPO_ROOT / "rules" / "finance-zh")
     models_dir: str = str(REPO_ROOT / "models")
@@ -67,6 +68,8 @@ class Settings:
             raise ValueError(f"max_duration_s must be positive, got {self.max_duration_s}")
         if self.asr_batch_size < 1:
             raise ValueError(f"asr_batch_size must be at least 1, got {self.asr_batch_size}")
+        if self.asr_pack_s != 0 and not 1.0 <= self.asr_pack_s <= 30.0:
+            raise ValueError(f"asr_pack_s must be 0 (off) or between 1 and 30, got {self.asr_pack_s}")
         if not 0.0 <= self.calibration_rate <= 1.0:
             raise ValueError(f"calibration_rate must be between 0 and 1, got {self.calibration_rate}")
         if not 0.0 <= self.complaint_risk_threshold <= 1.0:

@@ -5,14 +5,16 @@ Three steps, so the nightly pipeline can overlap them (CPU workers prepare the n
 the GPU decodes):
 
 * :func:`prepare_call` (CPU): decode the file, voice activity detection per channel;
-* :meth:`Transcriber.decode` (GPU or CPU): every speech segment of every call in the batch
-  becomes one decoder row; rows from many calls share the batch;
+* :meth:`Transcriber.decode` (GPU or CPU): the speech segments of every call in the batch
+  become decoder rows (packed windows, or one per segment); rows from many calls share the batch;
 * :func:`store_transcript` (database): one transaction per call.
 
-Why one row per VAD segment rather than several segments packed into one 30 s window: the
-decoder runs without timestamp tokens, so text decoded from a packed window could not be split
-back into its segments without a separate alignment pass; one segment per row gives every
-utterance its exact call time, and batching rows across calls keeps the GPU full anyway.
+With packing on (``asr_pack_s``, the default), consecutive segments of a channel share a
+<=30 s window and the decoded text is split back to its segments by cross-attention alignment
+(:mod:`qa.asr.packing`): the encoder costs the same for a 2 s turn as for 30 s of speech. With
+it off, every segment is its own window, which gives each segment its own no-speech probability
+at the price of one encoder pass per turn. Either way every utterance keeps its segment's call
+time, and windows from many calls share the batch.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from .asr.engine import BatchedDecoder, DecodeOptions, WindowResult
-from .asr.roles import RoleAssigner, assign_roles
+from .asr.packing import AligningDecoder, PackedWindow, PackOptions, Piece, pack
+from .asr.roles import RoleAssigner, assign_roles, role_provenance
 from .asr.text import TextGuard, normalize_text
 from .asr.vad import SpeechSegment, Vad, VadOptions, cut
 from .asr.weights import LoadedModel, resolve_model
 from .audio import channel_roles, decode_file
+from .classifiers.roles import RolesFromModel
 from .config import Settings
 from .domain import Utterance
 from .errors import AudioError, QAError, TranscriptionError
@@ -43,7 +47,6 @@ from .models import Call, CallChannel, Transcript, UtteranceRow, utcnow
 log = logging.getLogger("qa.asr.stage")
 
 TEXT_VERSION = "normalize-v1"  # bump when qa.asr.text changes what is stored
-ROLES_VERSION = "heuristic-v1"
 TO_TRANSCRIBE = ("registered", "prepared")
 
 
@@ -55,19 +58,23 @@ class AsrOptions:
     vad: VadOptions = VadOptions()
     guard: TextGuard = TextGuard()
     features: FeatureOptions = FeatureOptions()
+    pack: PackOptions = PackOptions()
     calls_per_batch: int = 8  # calls prepared and decoded together by transcribe_calls
+    roles: RoleAssigner = assign_roles  # mono recordings; from_settings: the learned role model
 
     def validate(self) -> None:
         self.decode.validate()
         self.vad.validate()
         self.guard.validate()
         self.features.validate()
+        self.pack.validate()
         if self.calls_per_batch < 1:
             raise ValueError("calls_per_batch must be at least 1")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AsrOptions:
-        return cls(decode=DecodeOptions(language="zh", prompt=settings.asr_prompt, batch_size=settings.asr_batch_size))
+        return cls(decode=DecodeOptions(language="zh", prompt=settings.asr_prompt, batch_size=settings.asr_batch_size),
+                   pack=PackOptions(max_window_s=settings.asr_pack_s), roles=RolesFromModel(settings.models_dir))
 
     def as_dict(self) -> dict:
         d = self.decode
@@ -76,7 +83,8 @@ class AsrOptions:
             "max_new_tokens": d.max_new_tokens, "compression_ratio_threshold": d.compression_ratio_threshold,
             "logprob_threshold": d.logprob_threshold, "no_speech_threshold": d.no_speech_threshold,
             "loop_min_span": d.loop_min_span, "vad": self.vad.as_dict(), "guard": asdict(self.guard),
-            "features": asdict(self.features), "text": TEXT_VERSION, "roles": ROLES_VERSION,
+            "features": asdict(self.features), "pack": self.pack.as_dict(), "text": TEXT_VERSION,
+            "roles": role_provenance(self.roles),
         }
 
     @property
@@ -205,6 +213,21 @@ def plan_windows(calls: Sequence[PreparedCall], pad_s: float) -> tuple[list[Wind
     return refs, audio
 
 
+def plan_packed(calls: Sequence[PreparedCall], pad_s: float,
+                options: PackOptions) -> tuple[list[WindowRef], list[PackedWindow]]:
+    """Every speech segment as a piece, packed into shared windows (one channel per window
+    unless ``options.across_channels``), with the map back from piece to segment."""
+    refs, pieces = [], []
+    group = 0
+    for ci, call in enumerate(calls):
+        for ch in call.channels:
+            group += 0 if options.across_channels else 1
+            for seg in ch.segments:
+                refs.append(WindowRef(ci, ch.index, seg))
+                pieces.append(Piece(cut(ch.audio, seg, pad_s), group))
+    return refs, pack(pieces, options)
+
+
 def unpack_results(calls: Sequence[PreparedCall], refs: Sequence[WindowRef],
                    results: Sequence[WindowResult]) -> list[DecodedCall]:
     if len(refs) != len(results):
@@ -222,15 +245,31 @@ class Transcriber:
         options.validate()
         self.loaded = loaded
         self.options = options
-        self.decoder = BatchedDecoder(loaded.model, options.decode)
+        decoder = AligningDecoder if options.pack.enabled else BatchedDecoder
+        self.decoder = decoder(loaded.model, options.decode)
 
     def decode(self, calls: Sequence[PreparedCall]) -> list[DecodedCall]:
+        if self.options.pack.enabled:
+            return self._decode_packed(calls)
         refs, audio = plan_windows(calls, self.options.vad.pad_s)
         try:
             results = self.decoder.decode(audio) if audio else []
         except (RuntimeError, ValueError) as e:  # torch reports device and shape problems so
             raise TranscriptionError(f"decoding {len(audio)} segments failed: {e}") from e
         return unpack_results(calls, refs, results)
+
+    def _decode_packed(self, calls: Sequence[PreparedCall]) -> list[DecodedCall]:
+        refs, windows = plan_packed(calls, self.options.vad.pad_s, self.options.pack)
+        try:
+            per_window = self.decoder.decode_packed(windows) if windows else []
+        except (RuntimeError, ValueError) as e:  # torch reports device and shape problems so
+            raise TranscriptionError(f"decoding {len(refs)} segments in {len(windows)} windows failed: {e}") from e
+        results: list[WindowResult | None] = [None] * len(refs)
+        for window, found in zip(windows, per_window, strict=True):
+            for place, res in zip(window.placements, found, strict=True):
+                results[place.piece] = res
+        log.debug("%d segments packed into %d windows", len(refs), len(windows))
+        return unpack_results(calls, refs, [r for r in results if r is not None])
 
 
 def load_asr(settings: Settings, options: AsrOptions | None = None) -> Transcriber:
@@ -242,7 +281,7 @@ def load_asr(settings: Settings, options: AsrOptions | None = None) -> Transcrib
 
 
 def build_utterances(prepared: PreparedCall, decoded: DecodedCall, options: AsrOptions,
-                     roles: RoleAssigner = assign_roles) -> list[UtteranceRecord]:
+                     roles: RoleAssigner | None = None) -> list[UtteranceRecord]:
     """Normalise, guard, attribute roles (mono) and measure each decoded segment."""
     audio = {ch.index: ch for ch in prepared.channels}
     kept = []
@@ -253,6 +292,7 @@ def build_utterances(prepared: PreparedCall, decoded: DecodedCall, options: AsrO
                                   compression_ratio=res.compression_ratio):
             continue
         kept.append((seg, text))
+    roles = roles or options.roles
     inferred = [roles([(t, s.segment.start_s, s.segment.end_s) for s, t in kept])] if prepared.roles_inferred else []
     records = []
     for i, (seg, text) in enumerate(kept):

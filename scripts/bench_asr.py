@@ -3,10 +3,14 @@
 ``gpu``: random weights of the real Whisper architectures, the same full 30 s windows decoded
 with a fixed number of tokens (end-of-text suppressed) through (1) stock openai-whisper, one
 window per ``whisper.decode`` call as ``transcribe()`` does, (2) Hugging Face
-``WhisperForConditionalGeneration.generate`` in large fp16 SDPA batches, (3) ``qa.asr.engine``.
-Prints audio-seconds per wall-second, the ratios and a roofline from measured device ceilings.
+``WhisperForConditionalGeneration.generate`` in large fp16 SDPA batches, (3) ``qa.asr.engine``,
+with its cross-attention K/V in the model's dtype and optionally in 8 bits (``--kv fp8 int8``:
+also the share of windows whose greedy tokens equal the 16-bit run's, and the 8-bit kernel alone
+against SDPA with ``--kernel-bench``). Prints audio-seconds per wall-second, the ratios and a
+roofline from measured device ceilings.
 
-``cpu``: the real base weights over audio_samples/ (VAD segments of every channel), ours vs
+``cpu``: the real base weights over audio_samples/ (VAD segments of every channel), ours (VAD
+segments packed into shared windows, and one segment per window) vs
 stock ``whisper.transcribe`` vs faster-whisper int8 (CTranslate2 files joined from the registry
 packages): audio-seconds per wall-second and CER.
 
@@ -26,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qa.asr.engine import BatchedDecoder, DecodeOptions, log_mel_batch  # noqa: E402
+from qa.asr.engine import CROSS_KV_DTYPES, BatchedDecoder, DecodeOptions, log_mel_batch  # noqa: E402
 from qa.asr.weights import ARCHITECTURES, random_model, to_inference  # noqa: E402
 
 WINDOW_S = 30.0
@@ -66,10 +70,10 @@ def run_stock(model, wins, tokens: int) -> float:
     return time.perf_counter() - t
 
 
-def run_ours(model, wins, tokens: int, batch: int) -> float:
+def run_ours(model, wins, tokens: int, batch: int, kv: str = "model") -> tuple[float, list[tuple[int, ...]]]:
     dec = BatchedDecoder(model, DecodeOptions(
         batch_size=batch, max_new_tokens=tokens, min_new_tokens=tokens, temperatures=(0.0,),
-        loop_min_span=0, sync_every=16, encoder_batch=32,
+        loop_min_span=0, sync_every=16, encoder_batch=32, cross_kv_dtype=kv,
     ))
     sync()
     t = time.perf_counter()
@@ -77,7 +81,14 @@ def run_ours(model, wins, tokens: int, batch: int) -> float:
     sync()
     elapsed = time.perf_counter() - t
     assert len(res) == len(wins) and all(len(r.tokens) == tokens for r in res), [len(r.tokens) for r in res][:4]
-    return elapsed
+    return elapsed, [r.tokens for r in res]
+
+
+def agreement(ref: list[tuple[int, ...]], got: list[tuple[int, ...]]) -> dict:
+    """How many windows decode to the same greedy tokens, and where the others first differ."""
+    first = sorted(next(k for k, (x, y) in enumerate(zip(a, b)) if x != y) for a, b in zip(ref, got) if a != b)
+    return {"windows": len(ref), "identical": len(ref) - len(first), "first_divergence": first,
+            "median_first_divergence": first[len(first) // 2] if first else None}
 
 
 def hf_model(arch: str):
@@ -146,16 +157,42 @@ def ceilings() -> dict:
     return {"bandwidth_Bps": bw, "matmul_flops": flops}
 
 
-def roofline(arch: str, batch: int, tokens: int, prompt: int, ceil: dict) -> dict:
+def kernel_bench(batch: int = 256, heads: int = 20, T: int = 1500, D: int = 64) -> dict:
+    """One layer's one-token cross-attention at a large batch: torch's SDPA on fp16 K/V against
+    the 8-bit kernel, median times and the bytes per second each reads (K/V, scales, query)."""
+    import triton.testing
+
+    from qa.asr import kv8_attention
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    k = torch.randn(batch, heads, T, D, device="cuda", generator=g, dtype=torch.float16)
+    v = torch.randn(batch, heads, T, D, device="cuda", generator=g, dtype=torch.float16)
+    q = torch.randn(batch, heads, D, device="cuda", generator=g, dtype=torch.float16)
+    sdpa = lambda: torch.nn.functional.scaled_dot_product_attention(q[:, :, None], k, v)  # noqa: E731
+    ms = triton.testing.do_bench(sdpa, warmup=50, rep=300, return_mode="median")
+    out = {"shape": [batch, heads, T, D], "sdpa_fp16_ms": ms, "sdpa_fp16_TBps": 2 * k.numel() * 2 / ms / 1e9}
+    ref = sdpa()[:, :, 0].float()
+    for fmt in kv8_attention.FORMATS:
+        k8, ks = kv8_attention.quantize_kv(k, fmt)
+        v8, vs = kv8_attention.quantize_kv(v, fmt)
+        run = lambda: kv8_attention.cross_attention(q, k8, v8, ks, vs, fmt)  # noqa: E731
+        err = ((run().float() - ref).norm() / ref.norm()).item()
+        ms = triton.testing.do_bench(run, warmup=50, rep=300, return_mode="median")
+        out[fmt] = {"ms": ms, "TBps": (2 * k8.numel() + 2 * ks.numel() * 4) / ms / 1e9, "rel_err_vs_fp16": err}
+    print(f"kernel: {json.dumps(out)}", flush=True)
+    return out
+
+
+def roofline(arch: str, batch: int, tokens: int, prompt: int, ceil: dict, kv_bytes: int = 2) -> dict:
     """Lower bound on time per window: encoder FLOPs at the matmul rate plus, per decoded
-    token, the bytes every row must read (its cross-attention K/V and self-attention K/V) plus
-    the decoder weights shared by the batch, at the copy bandwidth."""
+    token, the bytes every row must read (its cross-attention K/V, ``kv_bytes`` per value, and
+    self-attention K/V) plus the decoder weights shared by the batch, at the copy bandwidth."""
     a = ARCHITECTURES[arch]
     D, Le, Ld, V, T = a["n_audio_state"], a["n_audio_layer"], a["n_text_layer"], a["n_vocab"], 1500
     enc_params = Le * 12 * D * D
     enc_flops = 2 * enc_params * T + Le * 4 * T * T * D + 2 * 3 * D * a["n_mels"] * 3000 + 2 * 3 * D * D * T
     cross_kv_flops = 2 * Ld * 2 * D * D * T  # computed once per window
-    cross_bytes = Ld * 2 * T * D * 2
+    cross_bytes = Ld * 2 * T * D * kv_bytes
     self_bytes = Ld * 2 * (prompt + tokens / 2) * D * 2  # average cache length
     dec_weight_bytes = (Ld * 16 * D * D + V * D) * 2
     per_token = cross_bytes + self_bytes + dec_weight_bytes / batch
@@ -210,35 +247,62 @@ def gpu(args) -> dict:
     print(f"ceilings: {ceil['bandwidth_Bps'] / 1e12:.2f} TB/s copy, {ceil['matmul_flops'] / 1e12:.0f} TFLOP/s fp16 matmul", flush=True)
     if args.correctness:
         report["correctness"] = correctness()
+    if args.kernel_bench:
+        report["kernel"] = kernel_bench()
     report["archs"] = {}
     tokens = args.tokens
+
+    def save() -> None:  # after every measurement: a later one may fail or run out of time
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+
     for arch in args.archs:
-        batches = [b for b in args.batches if arch in ("base", "large-v3-turbo") or b <= 256]
-        res: dict = {"batches": {}}
+        # 16-bit cross K/V of large-v3 at 512 rows (126 GB) does not fit on an 80 GB card; 8-bit does
+        batches16 = [b for b in args.batches if arch in ("base", "large-v3-turbo") or b <= 256]
+        res: dict = {"batches": {b: {} for b in args.batches}}
+        report["archs"][arch] = res
+        for b in args.batches:
+            res["batches"][b]["roofline"] = roofline(arch, b, tokens, 4, ceil)
+            res["batches"][b]["roofline_8bit"] = roofline(arch, b, tokens, 4, ceil, kv_bytes=1)
         model = to_inference(random_model(arch, seed=0), "cuda", torch.float16)
-        wins = windows(max(batches), seed=1)
-        run_ours(model, wins[:8], tokens, 8)  # warm-up: kernels, cuBLAS handles
+        wins = windows(max(args.batches), seed=1)
+        for kv in args.kv:
+            run_ours(model, wins[:8], tokens, 8, kv)  # warm-up: kernels, cuBLAS handles
         n_stock = args.stock_windows
         if n_stock:
             run_stock(model, wins[:1], tokens)
             t = run_stock(model, wins[:n_stock], tokens)
             res["stock_xrt"] = n_stock * WINDOW_S / t
             print(f"{arch}: stock openai-whisper {res['stock_xrt']:.1f}x realtime ({n_stock} windows)", flush=True)
-        for b in batches:
-            try:
-                run_ours(model, wins[:b], tokens, b)  # warm-up at this shape
-                t = run_ours(model, wins[:b], tokens, b)
-                res["batches"].setdefault(b, {})["ours_xrt"] = b * WINDOW_S / t
-            except torch.OutOfMemoryError:
-                res["batches"].setdefault(b, {})["ours_xrt"] = None
-            torch.cuda.empty_cache()
-            print(f"{arch}: ours batch {b}: {res['batches'][b]['ours_xrt']}", flush=True)
+        for b in args.batches:
+            tokens_16 = None
+            for kv in args.kv:
+                key = "ours_xrt" if kv == "model" else f"ours_{kv}_xrt"
+                if kv == "model" and b not in batches16:
+                    continue
+                try:
+                    run_ours(model, wins[:b], tokens, b, kv)  # warm-up at this shape
+                    t, got = run_ours(model, wins[:b], tokens, b, kv)
+                    res["batches"][b][key] = b * WINDOW_S / t
+                except torch.OutOfMemoryError:
+                    res["batches"][b][key], got = None, None
+                torch.cuda.empty_cache()
+                if kv == "model":
+                    tokens_16 = got
+                elif tokens_16 and got:
+                    res["batches"][b][f"agreement_{kv}"] = agreement(tokens_16, got)
+                    a = res["batches"][b][f"agreement_{kv}"]
+                    print(f"{arch}: {kv} vs 16-bit batch {b}: {a['identical']}/{a['windows']} windows identical, "
+                          f"median first divergence at token {a['median_first_divergence']}", flush=True)
+                print(f"{arch}: ours ({kv} cross K/V) batch {b}: {res['batches'][b][key]}", flush=True)
+                save()
         del model
         torch.cuda.empty_cache()
         if not args.no_hf:
             hf = hf_model(arch)
             run_hf(hf, wins[:8], tokens, 8, ARCHITECTURES[arch]["n_mels"])
-            for b in batches:
+            hf_batches = [b for b in batches16 if not args.hf_batches or b in args.hf_batches]
+            for b in [] if args.hf_plain_only else hf_batches:
                 try:
                     t = run_hf(hf, wins[:b], tokens, b, ARCHITECTURES[arch]["n_mels"])
                     res["batches"][b]["hf_xrt"] = b * WINDOW_S / t
@@ -246,7 +310,8 @@ def gpu(args) -> dict:
                     res["batches"][b]["hf_xrt"] = None
                 torch.cuda.empty_cache()
                 print(f"{arch}: HF batch {b}: {res['batches'][b]['hf_xrt']}", flush=True)
-            for b in batches[-2:]:  # the generic loop at the large batches, best of the two kept
+                save()
+            for b in hf_batches[-2:]:  # the generic loop at the large batches, best of the two kept
                 try:
                     t = run_hf(hf, wins[:b], tokens, b, ARCHITECTURES[arch]["n_mels"], plain=True)
                     res["batches"][b]["hf_plain_xrt"] = b * WINDOW_S / t
@@ -254,29 +319,28 @@ def gpu(args) -> dict:
                     res["batches"][b]["hf_plain_xrt"] = None
                 torch.cuda.empty_cache()
                 print(f"{arch}: HF plain generate batch {b}: {res['batches'][b]['hf_plain_xrt']}", flush=True)
+                save()
             del hf
             torch.cuda.empty_cache()
-        for b in batches:
-            res["batches"][b]["roofline"] = roofline(arch, b, tokens, 4, ceil)
-        report["archs"][arch] = res
-        if args.json:  # keep what was measured if a later architecture fails
-            Path(args.json).write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
     print_table(report)
     return report
 
 
 def print_table(report: dict) -> None:
     print(f"\n{report['device']}  torch {report['torch']}  transformers {report.get('transformers')}")
-    print(f"{'arch':16} {'batch':>5} {'stock':>8} {'HF':>8} {'ours':>8} {'ours/HF':>8} {'roofline':>9} {'%roof':>6}")
+    print(f"{'arch':16} {'batch':>5} {'stock':>8} {'HF':>8} {'ours':>8} {'fp8':>8} {'int8':>8} {'best/HF':>8} "
+          f"{'roof16':>7} {'%':>4} {'roof8':>7} {'%':>4}")
     for arch, res in report["archs"].items():
         for b, row in res["batches"].items():
             hf = max(row.get("hf_xrt") or 0, row.get("hf_plain_xrt") or 0) or None
-            ours, roof = row.get("ours_xrt"), row["roofline"]["x_realtime"]
-            ratio = f"{ours / hf:.2f}" if hf and ours else "-"
+            ours, fp8, int8 = (row.get(k) or 0 for k in ("ours_xrt", "ours_fp8_xrt", "ours_int8_xrt"))
+            roof, roof8 = row["roofline"]["x_realtime"], row["roofline_8bit"]["x_realtime"]
+            best8 = max(fp8, int8)
+            ratio = f"{max(ours, best8) / hf:.2f}" if hf and max(ours, best8) else "-"
             pct = f"{100 * ours / roof:.0f}" if ours else "-"
-            print(
-                f"{arch:16} {b:>5} {res.get('stock_xrt', 0):>8.1f} {hf or 0:>8.0f} {ours or 0:>8.0f} {ratio:>8} {roof:>9.0f} {pct:>6}"
-            )
+            pct8 = f"{100 * best8 / roof8:.0f}" if best8 else "-"
+            print(f"{arch:16} {b:>5} {res.get('stock_xrt', 0):>8.1f} {hf or 0:>8.0f} {ours:>8.0f} {fp8:>8.0f} "
+                  f"{int8:>8.0f} {ratio:>8} {roof:>7.0f} {pct:>4} {roof8:>7.0f} {pct8:>4}")
 
 
 def _hypothesis(sample, n_channels: int, segments_per_channel) -> dict[str, str]:
@@ -335,16 +399,17 @@ def cpu(args) -> dict:
 
     def record(name: str, wall: float, scores: dict) -> None:
         report["engines"][name] = {"wall_s": wall, "x_realtime": audio_s / wall, **scores}
-        print(f"{name:28} {audio_s / wall:6.2f}x realtime  CER agent {scores['cer_agent']:.3f} customer "
+        print(f"{name:44} {audio_s / wall:6.2f}x realtime  CER agent {scores['cer_agent']:.3f} customer "
               f"{scores['cer_customer']:.3f} overall {scores['cer_overall']:.3f}", flush=True)
 
     from qa.transcribe import load_asr
 
-    asr = load_asr(settings)
-    res = evaluate_samples(settings, samples, asr=asr)
-    record("ours (batched, fp32)", res.wall_s, {"cer_agent": res.role_score("agent").cer,
-                                               "cer_customer": res.role_score("customer").cer,
-                                               "cer_overall": res.overall.cer})
+    for label, pack_s in (("packed <=30 s windows", 30.0), ("one VAD segment per window", 0.0)):
+        ours_settings = dataclasses.replace(settings, asr_pack_s=pack_s)
+        res = evaluate_samples(ours_settings, samples, asr=load_asr(ours_settings))
+        record(f"ours ({label}, fp32)", res.wall_s, {"cer_agent": res.role_score("agent").cer,
+                                                     "cer_customer": res.role_score("customer").cer,
+                                                     "cer_overall": res.overall.cer})
     model = resolve_model(settings).model
     t = time.perf_counter()
     hyps = {}
@@ -450,6 +515,10 @@ def main() -> None:
     g.add_argument("--stock-windows", type=int, default=4)
     g.add_argument("--no-hf", action="store_true")
     g.add_argument("--correctness", action="store_true")
+    g.add_argument("--kv", nargs="+", choices=CROSS_KV_DTYPES, default=["model"], help="ours' cross K/V storage")
+    g.add_argument("--hf-batches", nargs="+", type=int, help="run HF at these batches only")
+    g.add_argument("--hf-plain-only", action="store_true", help="HF's plain GenerationMixin loop only")
+    g.add_argument("--kernel-bench", action="store_true")
     g.add_argument("--json")
     c = sub.add_parser("cpu")
     c.add_argument("--samples", default="audio_samples")

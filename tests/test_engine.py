@@ -146,3 +146,13 @@ def test_gpu_greedy_tokens_equal_stock_decode(dtype):
         pytest.skip("no CUDA device")
     model, wins = tiny_model("cuda", dtype), windows()
     assert_same(stock(model, wins, sample_len=30), ours(model, wins, max_new_tokens=30, batch_size=4))
+
+
+def test_cross_kv_dtype_is_checked():
+    with pytest.raises(ValueError, match="cross_kv_dtype"):
+        DecodeOptions(cross_kv_dtype="fp16").validate()
+    DecodeOptions(cross_kv_dtype="fp8").validate()
+    # 8-bit cross-attention storage runs only through the CUDA kernel
+    for fmt in ("fp8", "int8"):
+        with pytest.raises(ValueError, match="needs a CUDA device"):
+            BatchedDecoder(tiny_model(), DecodeOptions(cross_kv_dtype=fmt))

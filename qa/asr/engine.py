@@ -12,6 +12,9 @@ segments from many calls) share one batch of ``batch_size`` *slots*:
   ``sync_every`` steps; when nothing is pending the batch is compacted to the live rows;
 * greedy without timestamp tokens, language forced, optional prompt through ``<|startofprev|>``;
   on CUDA the step is captured once as a CUDA graph (static shapes make that possible);
+* optionally (``cross_kv_dtype``, CUDA only) the cross-attention keys/values are stored in 8 bits
+  (FP8 e4m3 or int8, scales per channel) and read by the Triton kernel of ``kv8_attention``:
+  half the bytes of the read that bounds large batches, and twice the batch in the same memory;
 * windows that fail the compression-ratio or average-log-prob checks (and loops caught by the
   repetition guard) are decoded again at the next temperature, only those.
 
@@ -43,6 +46,7 @@ N_FFT = 400
 HOP_LENGTH = 160
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
 N_FRAMES = WINDOW_SAMPLES // HOP_LENGTH
+CROSS_KV_DTYPES = ("model", "fp8", "int8")
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,9 @@ class DecodeOptions:
     loop_min_span: int = 24  # a token pattern repeated over this many tokens is a loop; 0: off
     cuda_graphs: bool = True
     seed: int = 0
+    # "model": cross-attention K/V in the model's dtype (exact); "fp8"/"int8": 8-bit storage,
+    # CUDA only, tokens may differ from stock decoding where the quantisation tips a choice
+    cross_kv_dtype: str = "model"
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.encoder_batch < 1 or self.sync_every < 1:
@@ -71,6 +78,8 @@ class DecodeOptions:
             raise ValueError("temperatures must be a non-empty list of non-negative values")
         if self.loop_min_span < 0:
             raise ValueError("loop_min_span must be >= 0")
+        if self.cross_kv_dtype not in CROSS_KV_DTYPES:
+            raise ValueError(f"cross_kv_dtype must be one of {', '.join(CROSS_KV_DTYPES)}, got {self.cross_kv_dtype!r}")
 
 
 @dataclass(frozen=True)
@@ -133,7 +142,7 @@ class _State:
 
     self_k: list[torch.Tensor]  # per layer [B, H, L, d]
     self_v: list[torch.Tensor]
-    cross_k: list[torch.Tensor]  # per layer [B, H, n_audio_ctx, d]
+    cross_k: list[torch.Tensor]  # per layer [B, H, n_audio_ctx, d]; uint8 codes when 8-bit
     cross_v: list[torch.Tensor]
     cur: torch.Tensor  # [B] token fed at the next step
     pos: torch.Tensor  # [B] its position
@@ -144,6 +153,8 @@ class _State:
     out: torch.Tensor  # [B, max_new] generated tokens
     graph: object | None = None
     items: list[int] = field(default_factory=list)  # window index per slot, -1 when free
+    cross_k_scale: list[torch.Tensor] = field(default_factory=list)  # per layer [B, H, d], 8-bit only
+    cross_v_scale: list[torch.Tensor] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -192,6 +203,9 @@ class BatchedDecoder:
         self._use_graphs = options.cuda_graphs and self.device.type == "cuda"
         n_head = self.dims.n_text_head
         self._heads, self._head_dim = n_head, self.dims.n_text_state // n_head
+        self._kv8 = None if options.cross_kv_dtype == "model" else options.cross_kv_dtype
+        if self._kv8:
+            self._attention8 = _load_kv8(self._kv8, self.device, self._head_dim)
 
     # ---------------------------------------------------------------- public API
 
@@ -306,14 +320,20 @@ class BatchedDecoder:
         dev, dt = self.device, self.dtype
         H, hd, L = self._heads, self._head_dim, self.cache_len
 
-        def kv(length: int) -> list[torch.Tensor]:
-            return [torch.zeros(size, H, length, hd, device=dev, dtype=dt) for _ in range(d.n_text_layer)]
+        def kv(length: int, dtype: torch.dtype = dt) -> list[torch.Tensor]:
+            return [torch.zeros(size, H, length, hd, device=dev, dtype=dtype) for _ in range(d.n_text_layer)]
 
+        def scales() -> list[torch.Tensor]:
+            return [torch.ones(size, H, hd, device=dev, dtype=torch.float32) for _ in range(d.n_text_layer)]
+
+        cross_dt = torch.uint8 if self._kv8 else dt
         st = _State(
             self_k=kv(L),
             self_v=kv(L),
-            cross_k=kv(d.n_audio_ctx),
-            cross_v=kv(d.n_audio_ctx),
+            cross_k=kv(d.n_audio_ctx, cross_dt),
+            cross_v=kv(d.n_audio_ctx, cross_dt),
+            cross_k_scale=scales() if self._kv8 else [],
+            cross_v_scale=scales() if self._kv8 else [],
             cur=torch.full((size,), self.eot, device=dev, dtype=torch.long),
             pos=torch.zeros(size, device=dev, dtype=torch.long),
             n_gen=torch.zeros(size, device=dev, dtype=torch.long),
@@ -370,6 +390,8 @@ class BatchedDecoder:
             no_speech=st.no_speech.index_select(0, keep),
             out=st.out.index_select(0, keep),
             items=[st.items[s] for s in live] + [-1] * (size - len(live)),
+            cross_k_scale=pick(st.cross_k_scale),
+            cross_v_scale=pick(st.cross_v_scale),
         )
         new.done[len(live) :] = True  # padding rows duplicate a live row; keep them inert
         del st
@@ -417,8 +439,12 @@ class BatchedDecoder:
         for i, block in enumerate(dec.blocks):
             ck = heads(block.cross_attn.key(audio_features))
             cv = heads(block.cross_attn.value(audio_features))
-            st.cross_k[i][rows] = ck
-            st.cross_v[i][rows] = cv
+            if self._kv8:  # quantised once per window; the prompt prefill below stays exact
+                st.cross_k[i][rows], st.cross_k_scale[i][rows] = self._attention8.quantize_kv(ck, self._kv8)
+                st.cross_v[i][rows], st.cross_v_scale[i][rows] = self._attention8.quantize_kv(cv, self._kv8)
+            else:
+                st.cross_k[i][rows] = ck
+                st.cross_v[i][rows] = cv
             h = block.attn_ln(x)
             q, k, v = heads(block.attn.query(h)), heads(block.attn.key(h)), heads(block.attn.value(h))
             st.self_k[i][rows, :, :P] = k
@@ -456,10 +482,17 @@ class BatchedDecoder:
             a = F.scaled_dot_product_attention(q, st.self_k[i], st.self_v[i], attn_mask=mask)
             x = x + block.attn.out(a.transpose(1, 2).reshape(B, 1, -1))
             h = block.cross_attn_ln(x)
-            q = block.cross_attn.query(h).view(B, 1, H, hd).transpose(1, 2)
-            # torch's fused kernel beat explicit matrix-vector products here on an H100 (see BENCHMARKS.md)
-            a = F.scaled_dot_product_attention(q, st.cross_k[i], st.cross_v[i])
-            x = x + block.cross_attn.out(a.transpose(1, 2).reshape(B, 1, -1))
+            if self._kv8:
+                a = self._attention8.cross_attention(
+                    block.cross_attn.query(h).view(B, H, hd), st.cross_k[i], st.cross_v[i],
+                    st.cross_k_scale[i], st.cross_v_scale[i], self._kv8,
+                )
+                x = x + block.cross_attn.out(a.view(B, 1, -1))
+            else:
+                q = block.cross_attn.query(h).view(B, 1, H, hd).transpose(1, 2)
+                # torch's fused kernel beat explicit matrix-vector products here on an H100 (see BENCHMARKS.md)
+                a = F.scaled_dot_product_attention(q, st.cross_k[i], st.cross_v[i])
+                x = x + block.cross_attn.out(a.transpose(1, 2).reshape(B, 1, -1))
             x = x + block.mlp(block.mlp_ln(x))
         logits = (dec.ln(x[:, 0]) @ dec.token_embedding.weight.to(x.dtype).T).float()
         self._select(st, logits, temperature, rows)
@@ -488,3 +521,15 @@ class BatchedDecoder:
         st.done |= (nxt == self.eot) | (st.n_gen >= self.max_new)
         st.cur.copy_(nxt)
         st.pos.copy_((st.pos + live).clamp(max=self.cache_len - 1))
+
+
+def _load_kv8(fmt: str, device: torch.device, head_dim: int):
+    """The 8-bit cross-attention module, after checking that it can run here."""
+    if device.type != "cuda":  # before importing Triton, which a CPU install may not have
+        raise ValueError(f"cross_kv_dtype={fmt!r} needs a CUDA device, not {device.type}")
+    try:
+        from . import kv8_attention
+    except ImportError as e:
+        raise ValueError(f"cross_kv_dtype={fmt!r} needs Triton: {e}") from e
+    kv8_attention.check_device(fmt, device, head_dim)
+    return kv8_attention

@@ -1,4 +1,4 @@
-"""Voice activity detection: speech segments of one channel, ready to decode one per row.
+"""Voice activity detection: speech segments of one channel, ready to decode (alone or packed).
 
 Silero VAD comes with the ``silero-vad`` package, model included (TorchScript, loaded from the
 package's own data, no network). Its raw segments are merged when the pause between them is
