@@ -155,7 +155,8 @@ def base_model(tmp_path_factory):
 
 def test_packed_decoding_gives_each_sample_turn_its_text(base_model, samples_dir):
     """One window holds all six turns of S04 (both channels): every segment gets the text of its
-    own turn back. (Silent and noise-only calls through the packed path: test_transcribe.)"""
+    own turn back, also the turns after the point where this prompt makes Whisper end the window
+    early (they are decoded again alone). (Silent and noise-only calls: test_transcribe.)"""
     from qa.asr.vad import Vad
     from qa.audio import decode_file
 
@@ -168,10 +169,14 @@ def test_packed_decoding_gives_each_sample_turn_its_text(base_model, samples_dir
     assert len(windows) == 1
     decoder = AligningDecoder(base_model, replace(DecodeOptions(), prompt=Settings().asr_prompt, batch_size=4))
     results = decoder.decode_packed(windows)
+    total_errors = total_chars = 0
     for (ch, seg), res in zip(segments, results[0]):
         turn = min(reference, key=lambda t: abs(t["start_s"] - seg.start_s))
         assert turn["role"] == ("agent" if ch == 0 else "customer")
         text = normalize_text(res.text)
         errors, n = char_error_rate(turn["text"], text)
-        assert text and errors / n < 0.6, (turn["text"], text)
+        # a short turn on its own is noisy with base; text from a neighbouring turn would be worse
+        assert text and errors / n < 0.8, (turn["text"], text)
         assert res.avg_logprob < 0 and 0 <= res.no_speech_prob <= 1
+        total_errors, total_chars = total_errors + errors, total_chars + n
+    assert total_errors / total_chars < 0.35

@@ -17,6 +17,7 @@ its well-heard neighbours; ``no_speech_prob``, ``temperature`` and ``looped`` ar
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
@@ -27,6 +28,8 @@ import torch.nn.functional as F
 from .engine import (
     HOP_LENGTH, SAMPLE_RATE, WINDOW_SAMPLES, BatchedDecoder, DecodeOptions, WindowResult, compression_ratio,
 )
+
+log = logging.getLogger("qa.asr.packing")
 
 FRAME_S = 2 * HOP_LENGTH / SAMPLE_RATE  # one encoder output frame: 20 ms
 MEDIAN_WIDTH = 7  # frames; smooths single-frame attention spikes before the warping
@@ -71,6 +74,10 @@ class Placement:
 class PackedWindow:
     audio: np.ndarray
     placements: tuple[Placement, ...]
+
+
+def _placement_audio(window: PackedWindow, place: Placement) -> np.ndarray:
+    return window.audio[round(place.start_s * SAMPLE_RATE): round(place.end_s * SAMPLE_RATE)]
 
 
 def pack(pieces: Sequence[Piece], options: PackOptions) -> list[PackedWindow]:
@@ -228,9 +235,24 @@ class AligningDecoder(BatchedDecoder):
                 aligned = self._align([audio[i] for i in chunk], [results[i] for i in chunk])
                 for i, (spans, logprobs) in zip(chunk, aligned):
                     out.append(self._split(windows[i], results[i], spans, logprobs))
+            self._redecode_dropped(windows, out)
             return out
         finally:
             self._kept = None
+
+    def _redecode_dropped(self, windows: Sequence[PackedWindow], out: list[list[WindowResult]]) -> None:
+        """Whisper sometimes ends a window early (end-of-text after the first turns), which would
+        leave the later segments of a window that did produce text without any. Those segments
+        are decoded again on their own, as the unpacked path does; a window with no text at all
+        is silence or noise and stays as it is."""
+        dropped = [(w, p) for w, parts in enumerate(out) if any(r.text for r in parts)
+                   for p, r in enumerate(parts) if not r.text]
+        if not dropped:
+            return
+        log.info("%d packed segment(s) came back without text; decoding them alone", len(dropped))
+        alone = self.decode([_placement_audio(windows[w], windows[w].placements[p]) for w, p in dropped])
+        for (w, p), result in zip(dropped, alone):
+            out[w][p] = result
 
     def _encode(self, windows: Sequence[np.ndarray | torch.Tensor]) -> torch.Tensor:
         kept = self._kept
