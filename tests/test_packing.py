@@ -106,13 +106,14 @@ def test_split_tokens_by_time_keeps_characters_whole():
     first, second = tok.encode("您好，请讲。"), tok.encode("我想查账单。")
     places = [Placement(0, 0.0, 3.0), Placement(1, 3.4, 7.0)]
     # the first sentence's tokens in 0-3 s, the second's in 3.4-7 s; the last token of the
-    # first sentence ends inside the gap, but its middle lies in the first span
-    spans = np.array([[0.3 * i, 0.3 * i + 0.3] for i in range(len(first) - 1)] + [[2.9, 3.2]]
+    # first sentence runs far into the gap (the alignment gives the silence to the character
+    # before it, as on real audio), but it starts in the first span
+    spans = np.array([[0.3 * i, 0.3 * i + 0.3] for i in range(len(first) - 1)] + [[2.6, 3.95]]
                      + [[3.5 + 0.3 * i, 3.7 + 0.3 * i] for i in range(len(second))])
     parts = split_tokens(first + second, spans, places, tok.decode)
     assert [tok.decode(p) for p in parts] == ["您好，请讲。", "我想查账单。"]
     # 账 is two byte-level tokens; here they straddle the gap and stay together on the side
-    # nearer the middle of their joint span
+    # where the character starts
     assert [tok.decode([t]) for t in second[2:4]] == ["\ufffd", "\ufffd"]
     spans = np.array([[0.0, 0.4], [0.4, 0.8], [0.8, 1.0], [1.4, 1.5], [1.6, 2.0], [2.0, 2.2]])
     parts = split_tokens(second, spans, [Placement(0, 0.0, 1.0), Placement(1, 1.4, 3.0)], tok.decode)

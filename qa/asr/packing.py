@@ -141,14 +141,15 @@ def split_tokens(tokens: Sequence[int], spans: np.ndarray, placements: Sequence[
                  decode: Callable[[list[int]], str]) -> list[list[int]]:
     """Distribute a window's tokens over its placements. ``spans`` is [len(tokens), 2]: each
     token's start and end in window seconds. A character's tokens stay together and go where
-    the middle of their joint span lies."""
+    the character starts: the path gives the silence between two segments to the last
+    character before it, so an end or a middle in a gap says little (on S12 the middle put
+    the first character of the next turn, or the last of this one, on the wrong side)."""
     if len(spans) != len(tokens):
         raise ValueError(f"{len(spans)} token spans for {len(tokens)} tokens")
     out: list[list[int]] = [[] for _ in placements]
     at = 0
     for run in group_characters(tokens, decode):
-        middle = (float(spans[at, 0]) + float(spans[at + len(run) - 1, 1])) / 2
-        out[nearest_placement(middle, placements)].extend(run)
+        out[nearest_placement(float(spans[at, 0]), placements)].extend(run)
         at += len(run)
     return out
 
@@ -320,7 +321,7 @@ class AligningDecoder(BatchedDecoder):
                 out.append((np.zeros((0, 2)), np.zeros(0)))
                 continue
             frames = min(weights.shape[-1], -(-len(wav) // (2 * HOP_LENGTH)))
-            att = weights[row, :, P - 1 : P + n, :frames].cpu().numpy()
+            att = weights[row, :, P : P + n + 1, :frames].cpu().numpy()
             out.append((token_spans(att, n), self._token_logprobs(dec, x[row, P - 1 : P - 1 + n], res.tokens)))
         return out
 
