@@ -19,6 +19,7 @@ from .errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ASR_DEVICES = ("auto", "cpu", "cuda")
+ASR_COMPUTE_TYPES = ("auto", "model", "bfloat16")
 
 
 def _default_cache_dir() -> str:
@@ -42,6 +43,9 @@ class Settings:
     asr_prompt: str = "客服 工号 录音 理财 保本保息 年化利率 风险 投资须谨慎 征信 手续费 验证码 投诉"
     asr_threads: int = 0  # 0: torch default
     asr_pack_s: float = 30.0  # speech segments packed into windows of at most this; 0: one per window
+    # auto: bfloat16 Linear layers on a CPU with native bfloat16, else the loaded model's dtype
+    # (float16 on CUDA); model: the loaded dtype; bfloat16: CPU only
+    asr_compute_type: str = "auto"
     # analysis
     rules_pack: str = str(REPO_ROOT / "rules" / "finance-zh")
     models_dir: str = str(REPO_ROOT / "models")
@@ -66,6 +70,10 @@ class Settings:
             )
         if self.asr_device not in ASR_DEVICES:
             raise ValueError(f"asr_device must be one of {', '.join(ASR_DEVICES)}, got {self.asr_device!r}")
+        if self.asr_compute_type not in ASR_COMPUTE_TYPES:
+            raise ValueError(
+                f"asr_compute_type must be one of {', '.join(ASR_COMPUTE_TYPES)}, got {self.asr_compute_type!r}"
+            )
         if self.max_duration_s <= 0:
             raise ValueError(f"max_duration_s must be positive, got {self.max_duration_s}")
         if self.asr_batch_size < 1:

@@ -4,7 +4,7 @@ utterances, channel rows and call features.
 Three steps, so the nightly pipeline can overlap them (CPU workers prepare the next calls while
 the GPU decodes):
 
-* :func:`prepare_call` (CPU): decode the file, voice activity detection per channel;
+* :func:`prepare_calls` (CPU): decode the files, voice activity detection over all their channels;
 * :meth:`Transcriber.decode` (GPU or CPU): the speech segments of every call in the batch
   become decoder rows (packed windows, or one per segment); rows from many calls share the batch;
 * :func:`store_transcript` (database): one transaction per call.
@@ -35,8 +35,8 @@ from .asr.packing import AligningDecoder, PackedWindow, PackOptions, Piece, pack
 from .asr.roles import RoleAssigner, assign_roles, role_provenance
 from .asr.text import TextGuard, normalize_text
 from .asr.vad import SpeechSegment, Vad, VadOptions, cut
-from .asr.weights import LoadedModel, resolve_model
-from .audio import channel_roles, decode_file
+from .asr.weights import LoadedModel, pick_device, resolve_model
+from .audio import DecodedAudio, channel_roles, decode_file
 from .classifiers.roles import RolesFromModel
 from .config import Settings
 from .domain import Utterance
@@ -48,6 +48,15 @@ log = logging.getLogger("qa.asr.stage")
 
 TEXT_VERSION = "normalize-v1"  # bump when qa.asr.text changes what is stored
 TO_TRANSCRIBE = ("registered", "prepared")
+
+
+def compute_type(settings: Settings) -> str:
+    """The decoder's compute type for ``asr_compute_type`` on the device the model goes to."""
+    from .asr.precision import bf16_supported
+
+    if settings.asr_compute_type != "auto":
+        return settings.asr_compute_type
+    return "bfloat16" if pick_device(settings.asr_device) == "cpu" and bf16_supported() else "model"
 
 
 @dataclass(frozen=True)
@@ -73,7 +82,9 @@ class AsrOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AsrOptions:
-        return cls(decode=DecodeOptions(language="zh", prompt=settings.asr_prompt, batch_size=settings.asr_batch_size),
+        decode = DecodeOptions(language="zh", prompt=settings.asr_prompt, batch_size=settings.asr_batch_size,
+                               compute_type=compute_type(settings))
+        return cls(decode=decode,
                    pack=PackOptions(max_window_s=settings.asr_pack_s), roles=RolesFromModel(settings.models_dir))
 
     def as_dict(self) -> dict:
@@ -82,7 +93,7 @@ class AsrOptions:
             "language": d.language, "prompt": d.prompt, "temperatures": list(d.temperatures),
             "max_new_tokens": d.max_new_tokens, "compression_ratio_threshold": d.compression_ratio_threshold,
             "logprob_threshold": d.logprob_threshold, "no_speech_threshold": d.no_speech_threshold,
-            "loop_min_span": d.loop_min_span, "vad": self.vad.as_dict(), "guard": asdict(self.guard),
+            "loop_min_span": d.loop_min_span, "compute_type": d.compute_type, "vad": self.vad.as_dict(), "guard": asdict(self.guard),
             "features": asdict(self.features), "pack": self.pack.as_dict(), "text": TEXT_VERSION,
             "roles": role_provenance(self.roles),
         }
@@ -176,30 +187,64 @@ def _vad(options: VadOptions) -> Vad:
     return _VADS[options]
 
 
+@dataclass(frozen=True)
+class CallAudio:
+    """A recording to prepare: the call's key, id, file and declared channel layout."""
+
+    call_pk: int
+    call_id: str
+    path: str
+    channel_layout: str
+
+
+def prepare_calls(settings: Settings, calls: Sequence[CallAudio],
+                  options: AsrOptions | None = None) -> list[PreparedCall | Exception]:
+    """Decode the recordings and find their speech (CPU only), one outcome per call in order:
+    its :class:`PreparedCall`, or the exception that made it unusable (an AudioError for a
+    broken file), so one bad recording does not stop the others. An entirely silent recording
+    is not an error: it yields a call without speech. The channels of all calls go through
+    voice activity detection together, which is several times faster than one by one."""
+    options = options or AsrOptions.from_settings(settings)
+    outcomes: list = []
+    channels: list[tuple[int, int, np.ndarray, str | None]] = []  # (call, channel, samples, role)
+    for at, call in enumerate(calls):
+        try:
+            audio = decode_file(call.path, max_duration_s=settings.max_duration_s)
+        except AudioError as e:
+            if e.code != "audio.silent":
+                outcomes.append(e)
+                continue
+            log.info("call %s is silent", call.call_id)
+            outcomes.append(PreparedCall(call.call_pk, call.call_id, 0.0, None, None, 0, silent=True))
+            continue
+        except Exception as e:  # noqa: BLE001 - anything else about one file is that call's failure
+            outcomes.append(e)
+            continue
+        samples = list(audio.channels)
+        roles = channel_roles(call.channel_layout, len(samples))
+        if len(samples) > 1 and None in roles:  # stereo file declared mono: transcribe the mix once
+            samples, roles = [np.mean(np.stack(samples), axis=0).astype(np.float32)], [None]
+        channels.extend((at, index, s, role) for index, (s, role) in enumerate(zip(samples, roles)))
+        outcomes.append(audio)
+    found = _vad(options.vad).segments_many([c[2] for c in channels], merge=[c[3] is not None for c in channels])
+    per_call: dict[int, list[PreparedChannel]] = {}
+    for (at, index, samples, role), segments in zip(channels, found):
+        per_call.setdefault(at, []).append(PreparedChannel(index, role, samples, tuple(segments),
+                                                           loudness_db(samples, 0.0, len(samples) / 16000)))
+    for at, (call, outcome) in enumerate(zip(calls, outcomes)):
+        if isinstance(outcome, DecodedAudio):
+            outcomes[at] = PreparedCall(call.call_pk, call.call_id, outcome.duration_s, outcome.format,
+                                        outcome.info.sample_rate, outcome.info.channels, tuple(per_call.get(at, ())))
+    return outcomes
+
+
 def prepare_call(settings: Settings, *, call_pk: int, call_id: str, path: str, channel_layout: str,
                  options: AsrOptions | None = None) -> PreparedCall:
-    """Decode the recording and find its speech (CPU only). Raises AudioError for unusable audio;
-    an entirely silent recording is not an error: it yields a call without speech."""
-    options = options or AsrOptions.from_settings(settings)
-    try:
-        audio = decode_file(path, max_duration_s=settings.max_duration_s)
-    except AudioError as e:
-        if e.code != "audio.silent":
-            raise
-        log.info("call %s is silent", call_id)
-        return PreparedCall(call_pk, call_id, 0.0, None, None, 0, silent=True)
-    channels = list(audio.channels)
-    roles = channel_roles(channel_layout, len(channels))
-    if len(channels) > 1 and None in roles:  # stereo file declared mono: transcribe the mix once
-        channels, roles = [np.mean(np.stack(channels), axis=0).astype(np.float32)], [None]
-    vad = _vad(options.vad)
-    prepared = []
-    for index, (samples, role) in enumerate(zip(channels, roles)):
-        segments = tuple(vad.segments(samples, merge=role is not None))
-        prepared.append(PreparedChannel(index, role, samples, segments,
-                                        loudness_db(samples, 0.0, len(samples) / 16000)))
-    return PreparedCall(call_pk, call_id, audio.duration_s, audio.format, audio.info.sample_rate,
-                        audio.info.channels, tuple(prepared))
+    """:func:`prepare_calls` for one recording; raises what made it unusable."""
+    (outcome,) = prepare_calls(settings, [CallAudio(call_pk, call_id, path, channel_layout)], options)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 def plan_windows(calls: Sequence[PreparedCall], pad_s: float) -> tuple[list[WindowRef], list[np.ndarray]]:
@@ -247,6 +292,9 @@ class Transcriber:
         self.options = options
         decoder = AligningDecoder if options.pack.enabled else BatchedDecoder
         self.decoder = decoder(loaded.model, options.decode)
+        resolve = getattr(options.roles, "resolve", None)
+        if resolve is not None:  # load the role model now, not inside the first mono call's timing
+            resolve()
 
     def decode(self, calls: Sequence[PreparedCall]) -> list[DecodedCall]:
         if self.options.pack.enabled:
@@ -402,12 +450,12 @@ def transcribe_calls(factory: sessionmaker[Session], settings: Settings, *, call
     done = 0
     for start in range(0, len(todo), step):
         batch = []
-        for pk, call_id, path, layout in todo[start : start + step]:
-            try:
-                batch.append(prepare_call(settings, call_pk=pk, call_id=call_id, path=path, channel_layout=layout,
-                                          options=asr.options))
-            except Exception as e:  # noqa: BLE001 - one bad recording must not stop the batch
-                fail(pk, call_id, e)
+        sources = [CallAudio(*row) for row in todo[start : start + step]]
+        for source, outcome in zip(sources, prepare_calls(settings, sources, asr.options)):
+            if isinstance(outcome, Exception):  # one bad recording must not stop the batch
+                fail(source.call_pk, source.call_id, outcome)
+            else:
+                batch.append(outcome)
         for prepared, decoded in _decode_isolated(asr, batch, fail):
             try:
                 with factory() as session:

@@ -402,12 +402,14 @@ def cpu(args) -> dict:
         print(f"{name:44} {audio_s / wall:6.2f}x realtime  CER agent {scores['cer_agent']:.3f} customer "
               f"{scores['cer_customer']:.3f} overall {scores['cer_overall']:.3f}", flush=True)
 
-    from qa.transcribe import load_asr
+    from qa.transcribe import compute_type, load_asr
 
-    for label, pack_s in (("packed <=30 s windows", 30.0), ("one VAD segment per window", 0.0)):
-        ours_settings = dataclasses.replace(settings, asr_pack_s=pack_s)
+    runs = [("packed <=30 s windows", 30.0, compute_type(settings)), ("packed <=30 s windows", 30.0, "model"),
+            ("one VAD segment per window", 0.0, compute_type(settings))]
+    for label, pack_s, kind in dict.fromkeys(runs):
+        ours_settings = dataclasses.replace(settings, asr_pack_s=pack_s, asr_compute_type=kind)
         res = evaluate_samples(ours_settings, samples, asr=load_asr(ours_settings))
-        record(f"ours ({label}, fp32)", res.wall_s, {"cer_agent": res.role_score("agent").cer,
+        record(f"ours ({label}, {'float32' if kind == 'model' else kind})", res.wall_s, {"cer_agent": res.role_score("agent").cer,
                                                      "cer_customer": res.role_score("customer").cer,
                                                      "cer_overall": res.overall.cer})
     model = resolve_model(settings).model

@@ -13,8 +13,8 @@ import whisper.tokenizer
 
 from qa.asr.engine import DecodeOptions, WindowResult
 from qa.asr.packing import (
-    FRAME_S, AligningDecoder, PackOptions, Piece, Placement, dtw_path, nearest_placement, pack, split_tokens,
-    token_spans,
+    FRAME_S, AligningDecoder, PackOptions, Piece, Placement, dtw_path, median_filter, nearest_placement, pack,
+    split_tokens, token_spans,
 )
 from qa.asr.text import char_error_rate, normalize_text
 from qa.asr.vad import SpeechSegment, cut
@@ -181,3 +181,13 @@ def test_packed_decoding_gives_each_sample_turn_its_text(base_model, samples_dir
         assert res.avg_logprob < 0 and 0 <= res.no_speech_prob <= 1
         total_errors, total_chars = total_errors + errors, total_chars + n
     assert total_errors / total_chars < 0.35
+
+
+def test_median_filter_is_the_sliding_median_with_reflected_edges():
+    x = np.random.default_rng(3).normal(size=(2, 5, 40))
+    padded = np.pad(x, [(0, 0), (0, 0), (3, 3)], mode="reflect")
+    want = np.array([[[np.median(padded[h, t, j : j + 7]) for j in range(40)] for t in range(5)] for h in range(2)])
+    assert np.array_equal(median_filter(x, 7), want)
+    assert median_filter(x, 1) is x
+    with pytest.raises(ValueError, match="odd"):
+        median_filter(x, 6)

@@ -4,9 +4,12 @@ back to calls, channels and call time."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import torch
 
 from qa.asr.engine import WindowResult
 from qa.asr.vad import SpeechSegment, Vad, VadOptions, cut, merge_segments, split_long
@@ -76,3 +79,31 @@ def test_silero_finds_the_turns_of_a_sample_call(samples_dir):
         for seg, turn in zip(found, expected):
             assert abs(seg.start_s - turn["start_s"]) < 0.3 and abs(seg.end_s - turn["end_s"]) < 0.3
     assert vad.segments(np.zeros(16000 * 5, dtype=np.float32)) == []
+
+
+def test_channels_side_by_side_match_silero_one_at_a_time(samples_dir):
+    from silero_vad import get_speech_timestamps, load_silero_vad
+
+    channels = [c for name in ("S01", "S03", "S05") for c in decode_file(samples_dir / "calls" / f"{name}.wav").channels]
+    channels.append(np.zeros(800, dtype=np.float32))  # too short to hold speech
+    vad = Vad(VadOptions(merge_gap_s=0.0))  # silero's segments as they come
+    model = load_silero_vad(onnx=False)
+    want = []
+    for audio in channels[:-1]:
+        raw = get_speech_timestamps(torch.from_numpy(audio), model, threshold=0.5, min_speech_duration_ms=250,
+                                    min_silence_duration_ms=300, max_speech_duration_s=28.0)
+        want.append([(r["start"] / 16000, r["end"] / 16000) for r in raw])
+    got = vad.segments_many(channels)
+    assert [[(s.start_s, s.end_s) for s in segs] for segs in got[:-1]] == want
+    assert got[-1] == [] and sum(map(len, want)) > 20
+    assert vad.segments_many(channels[:1], merge=[False]) == [vad.segments(channels[0], merge=False)]
+    with pytest.raises(ValueError, match="merge flags"):
+        vad.segments_many(channels, merge=[True])
+
+
+def test_loading_silero_keeps_torchs_thread_count():
+    # silero_vad sets torch to one thread when imported; Whisper then ran at half speed
+    code = ("import torch; torch.set_num_threads(2); from qa.asr.vad import Vad; Vad(); "
+            "print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "2"

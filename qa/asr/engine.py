@@ -47,6 +47,7 @@ HOP_LENGTH = 160
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
 N_FRAMES = WINDOW_SAMPLES // HOP_LENGTH
 CROSS_KV_DTYPES = ("model", "fp8", "int8")
+COMPUTE_TYPES = ("model", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ class DecodeOptions:
     # "model": cross-attention K/V in the model's dtype (exact); "fp8"/"int8": 8-bit storage,
     # CUDA only, tokens may differ from stock decoding where the quantisation tips a choice
     cross_kv_dtype: str = "model"
+    # "model": matrix products in the loaded model's dtype; "bfloat16": the Linear layers of a
+    # float32 CPU model in bfloat16 (qa.asr.precision), for CPUs with native bfloat16
+    compute_type: str = "model"
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.encoder_batch < 1 or self.sync_every < 1:
@@ -80,6 +84,8 @@ class DecodeOptions:
             raise ValueError("loop_min_span must be >= 0")
         if self.cross_kv_dtype not in CROSS_KV_DTYPES:
             raise ValueError(f"cross_kv_dtype must be one of {', '.join(CROSS_KV_DTYPES)}, got {self.cross_kv_dtype!r}")
+        if self.compute_type not in COMPUTE_TYPES:
+            raise ValueError(f"compute_type must be one of {', '.join(COMPUTE_TYPES)}, got {self.compute_type!r}")
 
 
 @dataclass(frozen=True)
@@ -167,12 +173,16 @@ class BatchedDecoder:
     def __init__(self, model: torch.nn.Module, options: DecodeOptions):
         import whisper.tokenizer
 
+        from .precision import OutputProjection, lower_precision
+
         options.validate()
-        self.model = model
+        low = options.compute_type != "model"
+        self.model = lower_precision(model, options.compute_type) if low else model
         self.options = options
         self.dims = model.dims
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        self._logits = OutputProjection(self.model.decoder, options.compute_type)
         self.tokenizer = whisper.tokenizer.get_tokenizer(
             model.is_multilingual, num_languages=model.num_languages, language=options.language, task="transcribe"
         )
@@ -456,7 +466,7 @@ class BatchedDecoder:
             x = x + block.cross_attn.out(a.transpose(1, 2).reshape(R, P, -1))
             x = x + block.mlp(block.mlp_ln(x))
         if self.no_speech_token is not None:
-            at_sot = dec.ln(x[:, self.sot_index]) @ dec.token_embedding.weight.to(x.dtype).T
+            at_sot = self._logits(dec.ln(x[:, self.sot_index]))
             st.no_speech[rows] = at_sot.float().softmax(dim=-1)[:, self.no_speech_token]
         else:
             st.no_speech[rows] = 0.0
@@ -494,7 +504,7 @@ class BatchedDecoder:
                 a = F.scaled_dot_product_attention(q, st.cross_k[i], st.cross_v[i])
                 x = x + block.cross_attn.out(a.transpose(1, 2).reshape(B, 1, -1))
             x = x + block.mlp(block.mlp_ln(x))
-        logits = (dec.ln(x[:, 0]) @ dec.token_embedding.weight.to(x.dtype).T).float()
+        logits = self._logits(dec.ln(x[:, 0])).float()
         self._select(st, logits, temperature, rows)
 
     def _select(self, st: _State, logits: torch.Tensor, temperature: float, rows: torch.Tensor) -> None:

