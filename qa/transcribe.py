@@ -40,7 +40,7 @@ from .audio import DecodedAudio, channel_roles, decode_file
 from .classifiers.roles import RolesFromModel
 from .config import Settings
 from .domain import Utterance
-from .errors import AudioError, QAError, TranscriptionError
+from .errors import AudioError, ConfigError, QAError, TranscriptionError
 from .features import FeatureOptions, call_features, features_to_json, loudness_db, speech_rate_cpm
 from .models import Call, CallChannel, Transcript, UtteranceRow, utcnow
 
@@ -54,9 +54,12 @@ def compute_type(settings: Settings) -> str:
     """The decoder's compute type for ``asr_compute_type`` on the device the model goes to."""
     from .asr.precision import bf16_supported
 
+    on_cpu = pick_device(settings.asr_device) == "cpu"
+    if settings.asr_compute_type == "bfloat16" and not on_cpu:
+        raise ConfigError("asr_compute_type 'bfloat16' is for the CPU; on CUDA use 'auto' or 'model' (fp16)")
     if settings.asr_compute_type != "auto":
         return settings.asr_compute_type
-    return "bfloat16" if pick_device(settings.asr_device) == "cpu" and bf16_supported() else "model"
+    return "bfloat16" if on_cpu and bf16_supported() else "model"
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from qa.asr.engine import BatchedDecoder, DecodeOptions
-from qa.asr.precision import Bf16Linear, OutputProjection, bf16_supported, lower_precision
+from qa.asr.precision import Bf16Linear, OutputProjection, bf16_supported, cross_attention_bf16, lower_precision
 from qa.config import Settings
+from qa.errors import ConfigError
 from qa.transcribe import AsrOptions, compute_type
 
 from test_engine import tiny_model, windows
@@ -39,6 +40,21 @@ def test_output_projection_in_bf16_keeps_the_argmax():
     approx = OutputProjection(model.decoder, "bfloat16")(hidden)
     assert relative_error(approx, exact) < 0.01
     assert (approx.argmax(-1) == exact.argmax(-1)).float().mean() >= 0.9
+
+
+def test_cross_attention_over_bf16_keys_and_values_matches_sdpa():
+    torch.manual_seed(1)
+    q, k, v = torch.randn(4, 8, 1, 64), torch.randn(4, 8, 1500, 64), torch.randn(4, 8, 1500, 64)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    got = cross_attention_bf16(q, k.bfloat16(), v.bfloat16())
+    assert got.shape == want.shape and got.dtype == torch.float32
+    assert relative_error(got, want) < 0.02
+
+
+def test_bf16_decoder_stores_cross_attention_in_bf16():
+    decoder = BatchedDecoder(tiny_model(), DecodeOptions(compute_type="bfloat16", batch_size=2))
+    state = decoder._alloc(2, graph=False)
+    assert state.cross_k[0].dtype == torch.bfloat16 and state.self_k[0].dtype == torch.float32
 
 
 def test_lower_precision_replaces_every_linear_and_leaves_the_original():
@@ -82,3 +98,10 @@ def test_compute_type_option_and_setting():
     assert options.decode.compute_type == "bfloat16"
     assert options.as_dict()["compute_type"] == "bfloat16"  # stored with every transcript
     assert options.sha256 != AsrOptions.from_settings(dataclasses.replace(cpu, asr_compute_type="model")).sha256
+
+
+def test_bf16_asked_for_on_cuda_is_a_config_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ConfigError, match="for the CPU"):
+        compute_type(Settings(asr_device="cuda", asr_compute_type="bfloat16"))
+    assert compute_type(Settings(asr_device="cuda")) == "model"

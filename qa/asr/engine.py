@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TranscriptionError
+from .precision import OutputProjection, cross_attention_bf16, lower_precision
 
 log = logging.getLogger("qa.asr.engine")
 
@@ -173,7 +174,6 @@ class BatchedDecoder:
     def __init__(self, model: torch.nn.Module, options: DecodeOptions):
         import whisper.tokenizer
 
-        from .precision import OutputProjection, lower_precision
 
         options.validate()
         low = options.compute_type != "model"
@@ -214,6 +214,8 @@ class BatchedDecoder:
         n_head = self.dims.n_text_head
         self._heads, self._head_dim = n_head, self.dims.n_text_state // n_head
         self._kv8 = None if options.cross_kv_dtype == "model" else options.cross_kv_dtype
+        # with bfloat16 products the cross-attention keys and values are stored in bfloat16 too
+        self._cross_bf16 = options.compute_type == "bfloat16" and not self._kv8
         if self._kv8:
             self._attention8 = _load_kv8(self._kv8, self.device, self._head_dim)
 
@@ -336,7 +338,7 @@ class BatchedDecoder:
         def scales() -> list[torch.Tensor]:
             return [torch.ones(size, H, hd, device=dev, dtype=torch.float32) for _ in range(d.n_text_layer)]
 
-        cross_dt = torch.uint8 if self._kv8 else dt
+        cross_dt = torch.uint8 if self._kv8 else torch.bfloat16 if self._cross_bf16 else dt
         st = _State(
             self_k=kv(L),
             self_v=kv(L),
@@ -453,8 +455,8 @@ class BatchedDecoder:
                 st.cross_k[i][rows], st.cross_k_scale[i][rows] = self._attention8.quantize_kv(ck, self._kv8)
                 st.cross_v[i][rows], st.cross_v_scale[i][rows] = self._attention8.quantize_kv(cv, self._kv8)
             else:
-                st.cross_k[i][rows] = ck
-                st.cross_v[i][rows] = cv
+                st.cross_k[i][rows] = ck.to(st.cross_k[i].dtype)
+                st.cross_v[i][rows] = cv.to(st.cross_v[i].dtype)
             h = block.attn_ln(x)
             q, k, v = heads(block.attn.query(h)), heads(block.attn.key(h)), heads(block.attn.value(h))
             st.self_k[i][rows, :, :P] = k
@@ -500,8 +502,10 @@ class BatchedDecoder:
                 x = x + block.cross_attn.out(a.view(B, 1, -1))
             else:
                 q = block.cross_attn.query(h).view(B, 1, H, hd).transpose(1, 2)
-                # torch's fused kernel beat explicit matrix-vector products here on an H100 (see BENCHMARKS.md)
-                a = F.scaled_dot_product_attention(q, st.cross_k[i], st.cross_v[i])
+                if self._cross_bf16:
+                    a = cross_attention_bf16(q, st.cross_k[i], st.cross_v[i])
+                else:  # torch's fused kernel beat explicit matrix-vector products on an H100 (BENCHMARKS.md)
+                    a = F.scaled_dot_product_attention(q, st.cross_k[i], st.cross_v[i])
                 x = x + block.cross_attn.out(a.transpose(1, 2).reshape(B, 1, -1))
             x = x + block.mlp(block.mlp_ln(x))
         logits = self._logits(dec.ln(x[:, 0])).float()
