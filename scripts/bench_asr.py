@@ -507,8 +507,6 @@ def realspeech(args) -> dict:
     import csv
     import dataclasses
 
-    from qa.asr.evaluate import Score
-    from qa.asr.text import normalize_text
     from qa.audio import decode_file
     from qa.config import load_settings
     from qa.transcribe import AsrOptions, load_asr
@@ -521,7 +519,7 @@ def realspeech(args) -> dict:
     clips = [np.mean(np.stack(decode_file(root / r["file"]).channels), axis=0).astype(np.float32) for r in rows]
     report: dict = {"clips": len(rows), "audio_s": sum(len(c) for c in clips) / 16000, "results": {}}
     base = load_asr(settings)
-    for label, prompt in (("prompt", settings.asr_prompt), ("no prompt", "")):
+    for label, prompt in () if args.skip_ours else (("prompt", settings.asr_prompt), ("no prompt", "")):
         asr = load_asr(settings, dataclasses.replace(AsrOptions.from_settings(settings),
                                                      decode=dataclasses.replace(base.options.decode, prompt=prompt)))
         for channel in ("native", "telephone"):
@@ -529,18 +527,41 @@ def realspeech(args) -> dict:
             t = time.perf_counter()
             results = asr.decoder.decode(audio)
             wall = time.perf_counter() - t
-            by_subset: dict[str, Score] = {}
-            total = Score()
-            for row, res in zip(rows, results):
-                hyp = normalize_text(res.text)
-                by_subset.setdefault(row["subset"], Score()).add(row["transcript"], hyp)
-                total.add(row["transcript"], hyp)
-            key = f"{label}, {channel}"
-            report["results"][key] = {"cer": total.cer, "wall_s": wall,
-                                      "by_subset": {k: v.cer for k, v in sorted(by_subset.items())}}
-            print(f"{key:24} CER {total.cer:.3f}  " + "  ".join(f"{k} {v.cer:.3f}" for k, v in sorted(by_subset.items())),
-                  flush=True)
+            _record_realspeech(report, f"{label}, {channel}", rows, [res.text for res in results], wall)
+    if args.faster_whisper:
+        from faster_whisper import WhisperModel
+
+        from qa.asr.weights import write_ct2_dir
+
+        fw = WhisperModel(str(write_ct2_dir(Path(settings.cache_dir) / "models" / "whisper-base-ct2")),
+                          device="cpu", compute_type="int8", cpu_threads=args.threads)
+        for beam in (1, 5):
+            for label, prompt in (("prompt", settings.asr_prompt), ("no prompt", "")):
+                for channel in ("native", "telephone"):
+                    audio = clips if channel == "native" else [telephone(c) for c in clips]
+                    t = time.perf_counter()
+                    texts = ["".join(seg.text for seg in fw.transcribe(
+                        c, language="zh", beam_size=beam, initial_prompt=prompt or None,
+                        condition_on_previous_text=False)[0]) for c in audio]
+                    _record_realspeech(report, f"faster-whisper int8 beam {beam}, {label}, {channel}", rows, texts,
+                                       time.perf_counter() - t)
     return report
+
+
+def _record_realspeech(report: dict, key: str, rows: list[dict], texts: list[str], wall: float) -> None:
+    from qa.asr.evaluate import Score
+    from qa.asr.text import normalize_text
+
+    by_subset: dict[str, Score] = {}
+    total = Score()
+    for row, text in zip(rows, texts):
+        hyp = normalize_text(text)
+        by_subset.setdefault(row["subset"], Score()).add(row["transcript"], hyp)
+        total.add(row["transcript"], hyp)
+    report["results"][key] = {"cer": total.cer, "wall_s": wall,
+                              "by_subset": {k: v.cer for k, v in sorted(by_subset.items())}}
+    print(f"{key:46} CER {total.cer:.3f}  " + "  ".join(f"{k} {v.cer:.3f}" for k, v in sorted(by_subset.items())),
+          flush=True)
 
 
 def main() -> None:
@@ -568,6 +589,8 @@ def main() -> None:
     r = sub.add_parser("realspeech")
     r.add_argument("--dir", required=True, help="folder with manifest.tsv and the clips")
     r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--faster-whisper", action="store_true", help="also faster-whisper int8, beam 1 and 5")
+    r.add_argument("--skip-ours", action="store_true")
     r.add_argument("--json")
     args = parser.parse_args()
     report = {"gpu": gpu, "cpu": cpu, "realspeech": realspeech}[args.cmd](args)

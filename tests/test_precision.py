@@ -105,3 +105,15 @@ def test_bf16_asked_for_on_cuda_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError, match="for the CPU"):
         compute_type(Settings(asr_device="cuda", asr_compute_type="bfloat16"))
     assert compute_type(Settings(asr_device="cuda")) == "model"
+
+
+def test_bf16_needs_a_cpu_that_multiplies_bfloat16(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert bf16_supported() is False
+    assert compute_type(Settings(asr_device="cpu")) == "model"  # auto falls back to float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert bf16_supported() is True
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert bf16_supported() is False

@@ -97,7 +97,11 @@ def cross_attention_bf16(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> t
 def bf16_supported() -> bool:
     """Whether the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX); elsewhere oneDNN
     emulates it and it is slower than float32."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if not torch.backends.mkldnn.is_available():
+        return False
+    # torch's own CPU feature probes; private, so a torch without them means float32
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe is not None and probe() for probe in probes)
 
 
 def lower_precision(model: torch.nn.Module, compute_type: str) -> torch.nn.Module:
