@@ -7,7 +7,7 @@ import pytest
 import torch
 import whisper
 
-from qa.asr.engine import BatchedDecoder, DecodeOptions, find_loop, log_mel_batch
+from qa.asr.engine import BatchedDecoder, DecodeOptions, WindowResult, best_attempt, find_loop, log_mel_batch
 from qa.asr.weights import random_model, to_inference
 
 TINY = dict(n_mels=80, n_audio_state=64, n_audio_head=4, n_audio_layer=2, n_vocab=51865, n_text_state=64,
@@ -89,9 +89,24 @@ def test_fallback_only_for_failing_windows():
     got = dec.decode(wins)
     for g, r in zip(greedy, got):
         if dec.needs_fallback(g):  # random weights: low log-probs, so these go to higher temperatures
-            assert r.temperature > 0.0
+            # the sample is kept, or, when it failed too, whichever of the two is likelier
+            assert r.temperature > 0.0 or r == g
         else:
             assert r == g
+
+
+def result(avg_logprob: float, *, ratio: float = 1.5, looped: bool = False, temperature: float = 0.0):
+    return WindowResult((1,), "x", avg_logprob, 0.0, ratio, temperature, looped)
+
+
+def test_a_window_failing_every_temperature_keeps_its_likeliest_sane_attempt():
+    greedy, warm, hot = result(-1.4), result(-1.2, temperature=0.4), result(-2.5, temperature=1.0)
+    assert best_attempt([greedy, warm, hot], 2.4) is warm  # not the last, hottest sample
+    looped = result(-0.2, looped=True)
+    repetitive = result(-0.3, ratio=3.0, temperature=0.2)
+    assert best_attempt([looped, repetitive, hot], 2.4) is hot  # the only one that is sane
+    assert best_attempt([looped, repetitive], 2.4) is looped  # none sane: the likeliest of all
+    assert best_attempt([repetitive, hot], None) is repetitive  # no compression check configured
 
 
 def test_find_loop():

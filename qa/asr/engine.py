@@ -223,9 +223,11 @@ class BatchedDecoder:
 
     def decode(self, windows: Sequence[np.ndarray | torch.Tensor]) -> list[WindowResult]:
         """Decode 16 kHz mono windows of at most 30 s; results are in input order. Windows that
-        fail the quality checks are decoded again at the next temperature."""
+        fail the quality checks are decoded again at the next temperature; one that fails at
+        every temperature keeps its most likely attempt (:func:`best_attempt`)."""
         opts = self.options
         results: list[WindowResult | None] = [None] * len(windows)
+        attempts: dict[int, list[WindowResult]] = {}
         todo = list(range(len(windows)))
         for t_index, temperature in enumerate(opts.temperatures):
             if not todo:
@@ -233,11 +235,16 @@ class BatchedDecoder:
             self._generator.manual_seed(opts.seed + t_index)
             for idx, res in self._run(windows, todo, temperature).items():
                 results[idx] = res
+                attempts.setdefault(idx, []).append(res)
             last = t_index == len(opts.temperatures) - 1
             retry = [] if last else [i for i in todo if self.needs_fallback(results[i])]
             if retry:
                 log.debug("temperature %.1f: %d of %d windows fall back", temperature, len(retry), len(todo))
             todo = retry
+        for idx, tried in attempts.items():
+            # failed at every temperature: keep the most likely attempt, not the hottest sample
+            if len(tried) > 1 and self.needs_fallback(tried[-1]):
+                results[idx] = best_attempt(tried, opts.compression_ratio_threshold)
         return [r for r in results if r is not None]
 
     def needs_fallback(self, r: WindowResult) -> bool:
@@ -535,6 +542,16 @@ class BatchedDecoder:
         st.done |= (nxt == self.eot) | (st.n_gen >= self.max_new)
         st.cur.copy_(nxt)
         st.pos.copy_((st.pos + live).clamp(max=self.cache_len - 1))
+
+
+def best_attempt(tried: Sequence[WindowResult], compression_ratio_threshold: float | None) -> WindowResult:
+    """Of a window's attempts that all failed the checks, the one with the highest average
+    log-probability among those that neither looped nor exceed the compression ratio (among
+    all when none qualifies). Whisper's ``transcribe`` keeps the last attempt, the sample at the
+    highest temperature, which on hard audio is usually the worst."""
+    sane = [r for r in tried if not r.looped and (compression_ratio_threshold is None
+                                                 or r.compression_ratio <= compression_ratio_threshold)]
+    return max(sane or tried, key=lambda r: r.avg_logprob)
 
 
 def _load_kv8(fmt: str, device: torch.device, head_dim: int):
