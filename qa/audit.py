@@ -25,9 +25,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from .db import is_sqlite
+from .storage import is_sqlite
 from .errors import AuditError
-from .models import AuditEvent
+from .storage.models import AuditEvent
 
 log = logging.getLogger("qa.audit")
 

@@ -81,7 +81,7 @@ def rules_stage(args: argparse.Namespace) -> Callable[[CallTranscript], object]:
 
 def classifiers_stage(args: argparse.Namespace) -> Callable[[CallTranscript], object]:
     """All four per-call classifiers (complaint risk, dissatisfaction, conduct, topic)."""
-    from qa.classify import ClassifierSet
+    from qa.classifiers.predict import ClassifierSet
 
     return ClassifierSet.load(args.models_dir).predict_call
 

@@ -346,7 +346,7 @@ def print_table(report: dict) -> None:
 def _hypothesis(sample, n_channels: int, segments_per_channel) -> dict[str, str]:
     """Each channel's text in time order under its role, and every segment of the call in time
     order under "overall" (the order the reference turns are in)."""
-    from qa.audio import channel_roles
+    from qa.ingest.audio import channel_roles
 
     roles = channel_roles(sample.channel_layout, n_channels)
     out: dict[str, str] = {}
@@ -434,7 +434,7 @@ def cpu(args) -> dict:
 
     from qa.asr.evaluate import evaluate_samples, read_samples
     from qa.asr.weights import write_ct2_dir
-    from qa.audio import decode_file
+    from qa.ingest.audio import decode_file
     from qa.config import load_settings
 
     torch.set_num_threads(args.threads)
@@ -453,7 +453,7 @@ def cpu(args) -> dict:
               f"{scores['cer_customer']:.3f} both roles {scores['cer_roles']:.3f} overall {scores['cer_overall']:.3f}",
               flush=True)
 
-    from qa.transcribe import compute_type, load_asr
+    from qa.asr.stage import compute_type, load_asr
 
     runs = [("packed <=30 s windows", 30.0, compute_type(settings))]
     runs += [] if "float32" in args.skip else [("packed <=30 s windows", 30.0, "model")]
@@ -507,9 +507,9 @@ def realspeech(args) -> dict:
     import csv
     import dataclasses
 
-    from qa.audio import decode_file
+    from qa.ingest.audio import decode_file
     from qa.config import load_settings
-    from qa.transcribe import AsrOptions, load_asr
+    from qa.asr.stage import AsrOptions, load_asr
 
     torch.set_num_threads(args.threads)
     settings = dataclasses.replace(load_settings().settings, asr_device="cpu", asr_threads=args.threads)

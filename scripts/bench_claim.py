@@ -27,9 +27,9 @@ from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qa import db as qadb  # noqa: E402
-from qa.models import Analysis, Assessment, Call, ReviewItem, Transcript  # noqa: E402
-from qa.review import Actor, ReviewPolicy, claim_next, next_open_query  # noqa: E402
+from qa import storage as qadb  # noqa: E402
+from qa.storage.models import Analysis, Assessment, Call, ReviewItem, Transcript  # noqa: E402
+from qa.review.queue import Actor, ReviewPolicy, claim_next, next_open_query  # noqa: E402
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 T0 = datetime(2026, 11, 23, tzinfo=timezone.utc)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from qa import db as qadb
+from qa import storage as qadb
 from qa.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
-from qa.models import (
+from qa.storage.models import (
     Analysis, Assessment, Call, CallChannel, ClassifierScore, Finding, ReviewItem, Transcript, UtteranceRow,
 )
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from qa.models import (
+from qa.storage.models import (
     Analysis,
     Assessment,
     Call,

@@ -16,9 +16,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from qa.errors import AudioError, RuleError, TranscriptionError
-from qa.models import Analysis, Call, Finding, Transcript, UtteranceRow
-from qa.stage_impl import score_route
-from qa.stages import Artifacts, Stages
+from qa.storage.models import Analysis, Call, Finding, Transcript, UtteranceRow
+from qa.pipeline.stage_impl import score_route
+from qa.pipeline.stages import Artifacts, Stages
 
 FAKE_SHA = "f" * 64
 
@@ -139,7 +139,8 @@ def sidecar_store(session, asr, prepared, turns):
 
 
 def sidecar_stages() -> Stages:
-    from qa import analyze, stage_impl
+    from qa.rules import stage as analyze
+    from qa.pipeline import stage_impl
 
     return Stages(prepare=sidecar_prepare, load_asr=load_asr, decode=sidecar_decode, store_transcript=sidecar_store,
                   open_analyzer=analyze.open_analyzer, analyze=analyze.analyze_call,
@@ -152,7 +153,7 @@ def stealing_asr(settings):
 
     from sqlalchemy import create_engine, update
 
-    from qa.models import RunLock
+    from qa.storage.models import RunLock
 
     engine = create_engine(settings.effective_database_url)
     with engine.begin() as conn:

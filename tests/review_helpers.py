@@ -10,7 +10,7 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from qa.models import Analysis, Assessment, Call, ClassifierScore, Finding, ReviewItem, Transcript, User
+from qa.storage.models import Analysis, Assessment, Call, ClassifierScore, Finding, ReviewItem, Transcript, User
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 

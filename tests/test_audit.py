@@ -10,10 +10,10 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
 from qa import audit
-from qa import db as qadb
+from qa import storage as qadb
 from qa.cli import cli
 from qa.errors import AuditError
-from qa.models import AuditEvent
+from qa.storage.models import AuditEvent
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 

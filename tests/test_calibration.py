@@ -6,13 +6,15 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from qa import audit, calibration, review
-from qa import db as qadb
+from qa import audit
+from qa.review import calibration
+from qa import review
+from qa import storage as qadb
 from qa.cli import cli
 from qa.errors import NotFound, PermissionDenied, ReviewError
-from qa.models import Finding, ReviewItem
-from qa.review import Actor, ReviewPolicy
-from qa.scoring import TierPolicy, score_and_route
+from qa.storage.models import Finding, ReviewItem
+from qa.review.queue import Actor, ReviewPolicy
+from qa.review.routing import TierPolicy, score_and_route
 from review_helpers import T0, add_user, analyzed_call
 
 SUE = Actor("sue", "senior")

@@ -18,12 +18,12 @@ from click.testing import CliRunner
 from qa.classifiers.cards import ModelCard
 from qa.classifiers.corpus import examples_sha256, load_seed
 from qa.classifiers.persist import TRUSTED_TYPES, artifact_path, card_path, load_model
-from qa.classifiers.reviews import harvest_reviews
+from qa.review.harvest import harvest_reviews
 from qa.classifiers.specs import MODEL_NAMES, SPECS, TOPIC_LABELS
-from qa.classify import POSITIVE_LABELS, ClassifierSet, train
+from qa.classifiers.predict import POSITIVE_LABELS, ClassifierSet, train
 from qa.domain import CallMeta, CallTranscript, Utterance
 from qa.errors import ClassifierError
-from qa.models import ReviewDecision
+from qa.storage.models import ReviewDecision
 
 from factories import add_analysis, add_assessment, add_review, add_transcript, make_call
 
@@ -165,7 +165,7 @@ def test_loading_never_uses_pickle(models_copy: Path, monkeypatch: pytest.Monkey
     except ImportError:
         pass
     assert set(ClassifierSet.load(models_copy).models) == set(MODEL_NAMES)
-    sources = [REPO / "qa" / "classify.py", *sorted((REPO / "qa" / "classifiers").glob("*.py"))]
+    sources = [*sorted((REPO / "qa" / "classifiers").glob("*.py"))]
     for src in sources:
         text = src.read_text(encoding="utf-8")
         assert not re.search(r"^\s*(import|from)\s+(pickle|joblib|cloudpickle|dill)\b", text, re.M), src
@@ -343,7 +343,7 @@ def _stereo_and_mono_calls(session):
 
 
 def test_stereo_utterances_are_role_examples_and_mono_ones_are_not(session):
-    from qa.classifiers.reviews import harvest_stereo_roles
+    from qa.review.harvest import harvest_stereo_roles
 
     _stereo_and_mono_calls(session)
     examples, summary = harvest_stereo_roles(session)

@@ -142,7 +142,7 @@ def test_real_base_weights_equal_stock_on_sample_speech(samples_dir, tmp_path):
     from qa.asr.text import normalize_text
     from qa.asr.vad import Vad, cut
     from qa.asr.weights import registry_checkpoint, build_model, load_checkpoint
-    from qa.audio import decode_file
+    from qa.ingest.audio import decode_file
 
     path, _ = registry_checkpoint(tmp_path)
     model = to_inference(build_model(load_checkpoint(path)), "cpu", torch.float32)

@@ -17,8 +17,8 @@ from sqlalchemy import select
 
 from qa.cli import cli
 from qa.errors import ExportError, PermissionDenied
-from qa.export import ExportFilters, ExportOptions, export_calls, verify_manifest
-from qa.models import AuditEvent
+from qa.reporting.export import ExportFilters, ExportOptions, export_calls, verify_manifest
+from qa.storage.models import AuditEvent
 
 from factories import (
     DAY0,
@@ -214,8 +214,8 @@ def test_writer_committing_during_export_does_not_break_the_audit_append(engine,
                                                                           two_calls, monkeypatch) -> None:
     """SQLite refuses the write lock to a transaction whose snapshot is stale; the export's
     reads must not leave one in the caller's session."""
-    import qa.export as export_mod
-    from qa import db as qadb
+    import qa.reporting.export as export_mod
+    from qa import storage as qadb
 
     real = export_mod.load_chunk
     written = []

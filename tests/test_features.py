@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qa.domain import Overlap, SilenceGap, Utterance
-from qa.features import (FeatureOptions, call_features, features_from_json, features_to_json, loudness_db,
+from qa.asr.features import (FeatureOptions, call_features, features_from_json, features_to_json, loudness_db,
                          speech_rate_cpm)
 
 

@@ -7,8 +7,8 @@ from sqlalchemy import func, select
 
 from qa.cli import cli
 from qa.errors import ManifestError
-from qa.ingest import IngestOptions, ingest, read_manifest, scan_directory
-from qa.models import Call
+from qa.ingest.register import IngestOptions, ingest, read_manifest, scan_directory
+from qa.storage.models import Call
 
 from conftest import BAD_CORPUS_MAX_DURATION_S, make_bad_corpus, tone, write_wav
 

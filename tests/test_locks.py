@@ -13,10 +13,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from qa import db as qadb
+from qa import storage as qadb
 from qa.errors import LockError
-from qa.locks import LockOptions, acquire, current_holder, pid_alive
-from qa.models import RunLock, utcnow
+from qa.storage.locks import LockOptions, acquire, current_holder, pid_alive
+from qa.storage.models import RunLock, utcnow
 
 
 @pytest.fixture

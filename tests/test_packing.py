@@ -19,7 +19,7 @@ from qa.asr.packing import (
 from qa.asr.text import char_error_rate, normalize_text
 from qa.asr.vad import SpeechSegment, cut
 from qa.config import Settings
-from qa.transcribe import AsrOptions, PreparedCall, PreparedChannel, plan_packed, unpack_results
+from qa.asr.stage import AsrOptions, PreparedCall, PreparedChannel, plan_packed, unpack_results
 
 RATE = 16000
 
@@ -159,7 +159,7 @@ def test_packed_decoding_gives_each_sample_turn_its_text(base_model, samples_dir
     own turn back, also the turns after the point where this prompt makes Whisper end the window
     early (they are decoded again alone). (Silent and noise-only calls: test_transcribe.)"""
     from qa.asr.vad import Vad
-    from qa.audio import decode_file
+    from qa.ingest.audio import decode_file
 
     reference = json.loads((samples_dir / "calls" / "S04.json").read_text(encoding="utf-8"))["turns"]
     audio = decode_file(samples_dir / "calls" / "S04.wav").channels

@@ -13,13 +13,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from pipeline_fakes import FAKE_STAGES, make_corpus
-from qa import db as qadb
+from qa import storage as qadb
 from qa.cli import cli
-from qa.local_executor import LocalOptions
-from qa.models import Assessment, BatchRun, Call, Finding, ReviewItem, RunLock, UtteranceRow
-from qa.pipeline import EXIT_OK, EXIT_PARTIAL, PipelineOptions, run_pipeline
-from qa.retry import RetryPolicy, is_transient, retrying
-from qa.runs import list_runs
+from qa.pipeline.local import LocalOptions
+from qa.storage.models import Assessment, BatchRun, Call, Finding, ReviewItem, RunLock, UtteranceRow
+from qa.pipeline.run import EXIT_OK, EXIT_PARTIAL, PipelineOptions, run_pipeline
+from qa.storage.retry import RetryPolicy, is_transient, retrying
+from qa.pipeline.runs import list_runs
 
 OPTS = dict(local=LocalOptions(workers=2, calls_per_decode=2))
 
@@ -144,7 +144,7 @@ def test_failed_calls_stay_failed_and_keep_the_run_partial(tmp_path, factory, se
 
 
 def test_run_without_source_works_on_what_is_registered(tmp_path, factory, settings, session):
-    from qa.ingest import IngestOptions, ingest, scan_directory
+    from qa.ingest.register import IngestOptions, ingest, scan_directory
 
     src = make_corpus(tmp_path / "calls", ["x", "y"])
     ingest(session, scan_directory(src), IngestOptions())
@@ -174,7 +174,7 @@ def test_a_run_whose_lock_was_taken_over_stops(tmp_path, factory, settings):
 
     from pipeline_fakes import stealing_asr
     from qa.errors import LockError
-    from qa.locks import LockOptions
+    from qa.storage.locks import LockOptions
 
     stages = dataclasses.replace(FAKE_STAGES, load_asr=stealing_asr)
     lock = LockOptions(stale_after=timedelta(seconds=1), heartbeat_every=timedelta(milliseconds=200))
@@ -213,7 +213,7 @@ def test_non_transient_errors_are_not_retried():
 
 
 def test_stage_figures():
-    from qa.runs import StageTiming
+    from qa.pipeline.runs import StageTiming
 
     t = StageTiming("transcribe", seconds=20.0, calls=4, audio_s=7200.0, busy_s=15.0)
     assert (t.calls_per_s, t.audio_hours_per_hour, t.utilisation) == (0.2, 360.0, 0.75)
@@ -222,7 +222,7 @@ def test_stage_figures():
 
 
 def test_progress_logs_json_friendly_records(caplog):
-    from qa.progress import LogProgress
+    from qa.pipeline.progress import LogProgress
 
     caplog.set_level("INFO", logger="qa.pipeline")
     stage = LogProgress(every_s=0.0).stage("analyze", 2, 7200.0)
@@ -235,7 +235,7 @@ def test_progress_logs_json_friendly_records(caplog):
 
 
 def test_crash_hook_spec_is_validated():
-    from qa.execution import CrashHook
+    from qa.pipeline.execution import CrashHook
 
     assert (CrashHook("transcribe:2").stage, CrashHook("transcribe:2").after) == ("transcribe", 2)
     CrashHook(None).tick("transcribe")  # unset: never fires
@@ -253,7 +253,7 @@ def test_options_are_validated():
 
 
 def test_cli_nightly_summary_exit_code_and_runs(tmp_path, cli_env, monkeypatch):
-    import qa.pipeline as pipeline
+    import qa.pipeline.run as pipeline
 
     monkeypatch.setattr(pipeline, "_default_stages", lambda: FAKE_STAGES)
     src = make_corpus(tmp_path / "calls", ["a-fatal", "b", "rule-fails"])
@@ -273,8 +273,8 @@ def test_cli_nightly_summary_exit_code_and_runs(tmp_path, cli_env, monkeypatch):
 
 
 def test_cli_run_fails_with_exit_1_when_locked(tmp_path, cli_env, monkeypatch, settings):
-    import qa.pipeline as pipeline
-    from qa.locks import acquire
+    import qa.pipeline.run as pipeline
+    from qa.storage.locks import acquire
 
     monkeypatch.setattr(pipeline, "_default_stages", lambda: FAKE_STAGES)
     qadb.upgrade(settings.effective_database_url)

@@ -12,7 +12,7 @@ from qa.asr.engine import BatchedDecoder, DecodeOptions
 from qa.asr.precision import Bf16Linear, OutputProjection, bf16_supported, cross_attention_bf16, lower_precision
 from qa.config import Settings
 from qa.errors import ConfigError
-from qa.transcribe import AsrOptions, compute_type
+from qa.asr.stage import AsrOptions, compute_type
 
 from test_engine import tiny_model, windows
 

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import func, select
 
 from qa import audit
-from qa import db as qadb
-from qa.models import ReviewItem
-from qa.review import Actor, ReviewPolicy, claim_next
+from qa import storage as qadb
+from qa.storage.models import ReviewItem
+from qa.review.queue import Actor, ReviewPolicy, claim_next
 from review_helpers import seed_queue
 
 PROCESSES = 8

@@ -15,9 +15,9 @@ ray = pytest.importorskip("ray", reason="the Ray executor test needs: pip instal
 from e2e_helpers import clean_rows, frozen_inputs, make_corpus, rows  # noqa: E402
 from pipeline_fakes import FAKE_STAGES  # noqa: E402
 from pipeline_fakes import make_corpus as make_fake_corpus  # noqa: E402
-from qa import db as qadb  # noqa: E402
-from qa.local_executor import LocalOptions  # noqa: E402
-from qa.pipeline import PipelineOptions, run_pipeline  # noqa: E402
+from qa import storage as qadb  # noqa: E402
+from qa.pipeline.local import LocalOptions  # noqa: E402
+from qa.pipeline.run import PipelineOptions, run_pipeline  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 

@@ -20,12 +20,12 @@ from PIL import Image
 
 from sqlalchemy import func, select
 
-from qa import report_charts
-from qa.calibration import miss_rate
+from qa.reporting import charts as report_charts
+from qa.review.calibration import miss_rate
 from qa.cli import cli
-from qa.models import ReviewItem
-from qa.report import ReportOptions, build_report, collect, draw_charts, write_report
-from qa.report_charts import cjk_font
+from qa.storage.models import ReviewItem
+from qa.reporting.report import ReportOptions, build_report, collect, draw_charts, write_report
+from qa.reporting.charts import cjk_font
 
 from factories import DAY0, add_analysis, add_assessment, add_review, add_transcript, make_call, seed_calls
 
@@ -185,8 +185,8 @@ def test_report_renders_in_chromium(session, seeded, tmp_path: Path) -> None:
 
 def test_export_and_report_on_each_backend(db_url: str, tmp_path: Path) -> None:
     """Date grouping, CASE sums and keyset paging behave the same on SQLite and PostgreSQL."""
-    from qa import db as qadb
-    from qa.export import ExportFilters, ExportOptions, export_calls
+    from qa import storage as qadb
+    from qa.reporting.export import ExportFilters, ExportOptions, export_calls
 
     engine = qadb.make_engine(db_url)
     try:
@@ -209,8 +209,8 @@ def test_export_and_report_on_each_backend(db_url: str, tmp_path: Path) -> None:
 def test_big_center_charts_stay_readable(session, seeded, monkeypatch) -> None:
     import dataclasses
 
-    from qa import report as report_mod
-    from qa.report import MAX_AGENT_BARS, MAX_HEATMAP_AGENTS, MAX_HEATMAP_TEAMS
+    from qa.reporting import report as report_mod
+    from qa.reporting.report import MAX_AGENT_BARS, MAX_HEATMAP_AGENTS, MAX_HEATMAP_TEAMS
 
     drawn = {}
     real_heatmap = report_mod.heatmap

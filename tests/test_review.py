@@ -6,13 +6,14 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from qa import audit, review
-from qa import db as qadb
+from qa import audit
+from qa import review
+from qa import storage as qadb
 from qa.cli import cli
 from qa.errors import NotFound, PermissionDenied, ReviewError
-from qa.models import AuditEvent, Finding, ReviewDecision, ReviewItem
-from qa.review import Actor, ReviewPolicy
-from qa.scoring import TierPolicy, score_and_route
+from qa.storage.models import AuditEvent, Finding, ReviewDecision, ReviewItem
+from qa.review.queue import Actor, ReviewPolicy
+from qa.review.routing import TierPolicy, score_and_route
 from review_helpers import T0, add_user, analyzed_call, utc
 
 POLICY = ReviewPolicy(claim_ttl_minutes=30, appeal_window_days=7)

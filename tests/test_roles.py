@@ -21,7 +21,7 @@ from qa.classifiers.corpus import load_dialogues
 from qa.classifiers.persist import artifact_path, card_path
 from qa.classifiers.roles import LearnedRoleAssigner, RoleSequenceOptions, RolesFromModel, load_role_assigner
 from qa.config import Settings
-from qa.transcribe import AsrOptions, DecodedCall, DecodedSegment, PreparedCall, PreparedChannel, build_utterances
+from qa.asr.stage import AsrOptions, DecodedCall, DecodedSegment, PreparedCall, PreparedChannel, build_utterances
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"

@@ -11,13 +11,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from qa import db as qadb
-from qa.analyze import AnalyzeOptions, Analyzer, analyze_call, analyze_calls, load_classifiers, open_analyzer
+from qa import storage as qadb
+from qa.rules.stage import AnalyzeOptions, Analyzer, analyze_call, analyze_calls, load_classifiers, open_analyzer
 from qa.cli import cli
 from qa.config import Settings
 from qa.domain import CallFeatures, SilenceGap
-from qa.features import features_to_json
-from qa.models import (Analysis, Assessment, Call, ClassifierScore, Finding, ReviewDecision, ReviewItem, Transcript,
+from qa.asr.features import features_to_json
+from qa.storage.models import (Analysis, Assessment, Call, ClassifierScore, Finding, ReviewDecision, ReviewItem, Transcript,
                        UtteranceRow)
 
 PACK = Settings().rules_pack

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from qa import audit
 from qa.config import Settings
 from qa.errors import NotFound
-from qa.models import Analysis, Assessment, AuditEvent, Call, Finding, ReviewItem
-from qa.scoring import (
+from qa.storage.models import Analysis, Assessment, AuditEvent, Call, Finding, ReviewItem
+from qa.review.routing import (
     TierPolicy,
     assess_call,
     in_calibration_sample,

@@ -6,8 +6,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
-from qa import db
-from qa.models import Analysis, Base, Call, Finding, Transcript, UtteranceRow
+from qa import storage as db
+from qa.storage.models import Analysis, Base, Call, Finding, Transcript, UtteranceRow
 
 
 def _call(n: int, **kw) -> Call:

@@ -14,11 +14,11 @@ import soundfile as sf
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from qa import db as qadb
+from qa import storage as qadb
 from qa.asr.roles import RoleHeuristic, assign_roles
 from qa.asr.weights import registry_checkpoint
-from qa.features import features_from_json
-from qa.models import Call, CallChannel, Transcript, UtteranceRow
+from qa.asr.features import features_from_json
+from qa.storage.models import Call, CallChannel, Transcript, UtteranceRow
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_models_command(cli_env, model_cache, monkeypatch):
 def test_mono_call_gets_inferred_roles(samples_dir, settings, model_cache):
     from dataclasses import replace
 
-    from qa.transcribe import transcribe_calls
+    from qa.asr.stage import transcribe_calls
 
     settings = replace(settings, cache_dir=str(model_cache), asr_device="cpu")
     qadb.upgrade(settings.effective_database_url)

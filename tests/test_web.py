@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from qa import db as qadb
-from qa import users
+from qa import storage as qadb
+from qa.review import users
 from qa.cli import cli
 from qa.config import Settings
-from qa.models import AuditEvent, ReviewDecision, ReviewItem, User
+from qa.storage.models import AuditEvent, ReviewDecision, ReviewItem, User
 from qa.web import create_app
 from qa.web.app import resolve_secret_key
 from qa.web.auth import COOKIE_NAME
@@ -276,7 +276,7 @@ def test_release_puts_the_item_back(app, world, factory):
 
 def test_transcript_text_is_escaped(app, world, factory):
     with factory() as s:
-        from qa.models import UtteranceRow
+        from qa.storage.models import UtteranceRow
 
         utt = s.scalars(select(UtteranceRow).where(UtteranceRow.call_id == world.t1_call, UtteranceRow.idx == 1)).one()
         utt.text = '<script>alert("x")</script>是我'
@@ -335,7 +335,7 @@ def test_audio_of_failed_unknown_and_unrouted_calls(app, world):
 
 def test_audio_file_gone_from_storage(app, world, factory, tmp_path):
     with factory() as s:
-        from qa.models import Call
+        from qa.storage.models import Call
 
         s.get(Call, world.t2_call).file_path = str(tmp_path / "moved-away.wav")
         s.commit()

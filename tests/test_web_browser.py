@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from qa import db as qadb
-from qa import users
+from qa import storage as qadb
+from qa.review import users
 from qa.config import Settings
-from qa.models import ReviewItem
+from qa.storage.models import ReviewItem
 from qa.web import create_app
 from web_helpers import FAST_HASHER, PASSWORD, world_database
 

@@ -16,10 +16,10 @@ from argon2 import PasswordHasher
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from qa import users
-from qa.ingest import IngestOptions, ingest, read_manifest
-from qa.models import Analysis, Call, ClassifierScore, Finding, ReviewItem, Transcript, UtteranceRow
-from qa.scoring import TierPolicy, score_and_route
+from qa.review import users
+from qa.ingest.register import IngestOptions, ingest, read_manifest
+from qa.storage.models import Analysis, Call, ClassifierScore, Finding, ReviewItem, Transcript, UtteranceRow
+from qa.review.routing import TierPolicy, score_and_route
 
 SAMPLES = Path(__file__).resolve().parent.parent / "audio_samples"
 PASSWORD = "correct-horse-battery"
@@ -102,7 +102,7 @@ def build_world(factory: sessionmaker[Session], tmp_path: Path) -> World:
         bad = tmp_path / "broken.wav"
         bad.write_bytes(b"")
         from qa.domain import CallMeta
-        from qa.ingest import Recording
+        from qa.ingest.register import Recording
         recordings.append(Recording(path=bad, meta=CallMeta(call_id="BROKEN1"), source="test"))
         report = ingest(session, recordings, IngestOptions())
         assert len(report.registered) == 3 and len(report.failed) == 1, report.outcomes
@@ -155,7 +155,7 @@ def world_database(template_dir: Path, target_dir: Path) -> tuple[str, World]:
     test session in ``template_dir`` (password hashing and ingest are the slow parts)."""
     import shutil
 
-    from qa import db
+    from qa import storage as db
 
     if "world" not in _TEMPLATE:
         url = f"sqlite:///{template_dir / 'world.db'}"

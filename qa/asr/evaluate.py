@@ -117,7 +117,7 @@ def _joined(items: list[tuple[float, str]]) -> str:
 
 def evaluate_samples(settings, samples: list[Sample], *, asr=None,
                      progress: Callable[[int, int], None] | None = None) -> AsrEvalReport:
-    from ..transcribe import CallAudio, build_utterances, load_asr, prepare_calls
+    from .stage import CallAudio, build_utterances, load_asr, prepare_calls
 
     asr = asr or load_asr(settings)
     report = AsrEvalReport(asr.loaded.name, asr.loaded.sha256)

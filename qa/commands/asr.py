@@ -22,7 +22,7 @@ def transcribe_cmd(app: App, call_ids: tuple[str, ...], force: bool, batch_size:
     status 2 when some calls failed; each failed call keeps its error code and message."""
     import dataclasses
 
-    from ..transcribe import load_asr, transcribe_calls
+    from ..asr.stage import load_asr, transcribe_calls
 
     settings = app.settings
     if batch_size:

@@ -9,7 +9,7 @@ import click
 # qa.classify pulls in scikit-learn and skops (seconds to import): only the commands that
 # need it import it, so that every other ``qa`` command starts fast.
 from ..classifiers.specs import MODEL_NAMES
-from ..db import session_scope
+from ..storage import session_scope
 from .common import App, domain_errors, echo_table, pass_app
 
 _model_arg = click.argument("model", required=False, type=click.Choice(MODEL_NAMES))
@@ -27,7 +27,7 @@ _models_dir_opt = click.option("--models-dir", type=click.Path(file_okay=False),
 @domain_errors
 def train_cmd(app: App, model: str | None, from_reviews: bool, models_dir: str | None) -> None:
     """Train MODEL (default: all five) on the seed corpus and write artifact + model card."""
-    from ..classify import train
+    from ..classifiers.predict import train
 
     target = models_dir or app.settings.models_dir
     names = (model,) if model else None
@@ -66,7 +66,7 @@ def _echo_metrics(title: str, metrics: dict[str, Any]) -> None:
 def evaluate_cmd(app: App, model: str | None, models_dir: str | None) -> None:
     """Print held-out metrics of MODEL (default: all), recomputed with the stored artifact,
     and the cross-validated metrics recorded in its model card."""
-    from ..classify import evaluate
+    from ..classifiers.predict import evaluate
 
     target = models_dir or app.settings.models_dir
     mismatched = []

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import click
 from sqlalchemy.orm import Session, sessionmaker
 
-from .. import db
+from .. import storage as db
 from ..config import LoadedSettings, Settings, load_settings
 from ..errors import QAError
 

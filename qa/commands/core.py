@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from .. import db
-from ..ingest import IngestOptions, IngestOutcome, ingest, read_manifest, scan_directory
+from .. import storage as db
+from ..ingest.register import IngestOptions, IngestOutcome, ingest, read_manifest, scan_directory
 from .common import App, domain_errors, echo_table, pass_app
 
 EXIT_PARTIAL = 2

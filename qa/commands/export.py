@@ -74,7 +74,7 @@ def export_group(app: App, ctx: click.Context, fmt: str | None, out: Path | None
     """
     if ctx.invoked_subcommand is not None:
         return
-    from ..export import ExportFilters, ExportOptions, export_calls
+    from ..reporting.export import ExportFilters, ExportOptions, export_calls
 
     if out is None:
         raise click.UsageError("--out is required")
@@ -108,7 +108,7 @@ def export_group(app: App, ctx: click.Context, fmt: str | None, out: Path | None
 def export_verify(app: App, manifest: Path, check_audit: bool) -> None:
     """Check the sha256 of every file MANIFEST lists; exit 1 naming each file that differs.
     Works without a database unless --audit is given."""
-    from ..export import find_export_event, verify_manifest
+    from ..reporting.export import find_export_event, verify_manifest
 
     check = verify_manifest(manifest)
     for f in check.files:
@@ -135,7 +135,7 @@ def export_verify(app: App, manifest: Path, check_audit: bool) -> None:
 @domain_errors
 def report_command(app: App, since: str, until: str, out: Path, title: str) -> None:
     """Write a self-contained HTML report with charts for calls started in [since, until]."""
-    from ..report import ReportOptions, build_report, write_report
+    from ..reporting.report import ReportOptions, build_report, write_report
 
     options = ReportOptions(since=parse_when(since), until=parse_when(until, end=True), title=title)
     with app.session_factory() as session:

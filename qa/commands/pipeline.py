@@ -11,13 +11,13 @@ from pathlib import Path
 
 import click
 
-from .. import db
+from .. import storage as db
 from ..config import REPO_ROOT
-from ..local_executor import LocalOptions
-from ..locks import locks
-from ..pipeline import PipelineOptions, PipelineResult, run_pipeline
-from ..progress import auto_progress
-from ..runs import RunSummary, get_run, list_runs
+from ..pipeline.local import LocalOptions
+from ..storage.locks import locks
+from ..pipeline.run import PipelineOptions, PipelineResult, run_pipeline
+from ..pipeline.progress import auto_progress
+from ..pipeline.runs import RunSummary, get_run, list_runs
 from .common import App, JsonLogFormatter, domain_errors, echo_table, pass_app, setup_logging
 
 BUNDLED_MANIFEST = REPO_ROOT / "audio_samples" / "manifest.csv"

@@ -15,9 +15,12 @@ from typing import Any, Callable
 import click
 from sqlalchemy import select
 
-from .. import audit, calibration, review, scoring
+from .. import audit
+from ..review import calibration
+from .. import review
+from ..review import routing as scoring
 from ..errors import PermissionDenied
-from ..models import REVIEW_STATUSES, Call, User
+from ..storage.models import REVIEW_STATUSES, Call, User
 from .common import App, domain_errors, echo_table, pass_app
 
 EXIT_AUDIT_BROKEN = 3

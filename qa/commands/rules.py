@@ -35,7 +35,7 @@ def _pct(value: float | None) -> str:
 def analyze_cmd(app: App, call_ids: tuple[str, ...], pack_dir: str | None, no_classifiers: bool) -> None:
     """Run the rule pack (and classifiers) over stored transcripts: the given calls, or every
     call with a current transcript. A new pack version adds a new analysis and keeps the old."""
-    from ..analyze import AnalyzeOptions, analyze_calls, open_analyzer
+    from ..rules.stage import AnalyzeOptions, analyze_calls, open_analyzer
 
     options = AnalyzeOptions.from_settings(app.settings, rules_pack=pack_dir, classifiers=not no_classifiers)
     analyzer = open_analyzer(options)
@@ -131,7 +131,7 @@ def explain_cmd(app: App, call_id: str, pack_dir: str | None, show_transcript: b
 def backtest_cmd(app: App, pack_dir: str, show_calls: bool) -> None:
     """Run the candidate pack PACK_DIR over stored transcripts: hits gained and lost per rule
     against the current analyses, and precision estimated from inspectors' decisions."""
-    from ..rules.backtest import backtest
+    from ..review.backtest import backtest
 
     engine = _engine(app, pack_dir)
     with app.session_factory() as session:
@@ -170,9 +170,9 @@ def eval_rules_cmd(app: App, samples_dir: str, pack_dir: str | None, source: str
 
     from sqlalchemy import select
 
-    from ..models import Call
+    from ..storage.models import Call
     from ..rules.evaluate import evaluate, read_samples, with_homophone_noise
-    from ..rules.stored import current_transcript
+    from ..storage.transcripts import current_transcript
 
     engine = _engine(app, pack_dir)
     samples = read_samples(samples_dir)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .. import users
+from ..review import users
 from .common import App, domain_errors, echo_table, pass_app
 
 CLI_ACTOR = "cli"

@@ -9,7 +9,7 @@ from datetime import tzinfo
 from typing import Protocol
 
 from .context import CallContext, Hit, HoursWindow
-from .outcome import Outcome, describe_hits
+from .match import Outcome, describe_hits
 
 
 class Condition(Protocol):

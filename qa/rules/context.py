@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import time
 
 from ..domain import CallFeatures, CallTranscript
-from ..features import call_features
+from ..asr.features import call_features
 from .text import normalize_with_breaks, sound_table
 
 ANY_ROLE = "any"

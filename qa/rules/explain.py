@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from ..domain import CallTranscript
 from ..errors import NotFound
-from ..models import Call
+from ..storage.models import Call
 from .engine import FIRED, NA, CallResult, RuleEngine
-from .stored import current_transcript
+from ..storage.transcripts import current_transcript
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from ..errors import RuleError
 from . import conditions as c
 from .context import ANY_ROLE, HoursWindow
 from .matchers import DEFAULT_NEGATORS, DEFAULT_POST_NEGATORS, KeywordOp, NegationGuard, PinyinOp, RegexOp, Window, compile_regex
-from .outcome import shorten
+from .match import shorten
 from .schema import ABSENT, EXPECTS, PRESENT, Rule, RulePack, RuleTest, Scorecard, TestTurn
 from .taxonomy import load_taxonomy
 from .text import LEVELS, HOMOPHONE, is_cjk, normalize

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import re2
 
 from .context import CallContext, Hit
-from .outcome import Outcome, describe_hits
+from .match import Outcome, describe_hits
 from .text import sound_table
 
 DEFAULT_NEGATORS = ("不", "没", "没有", "无", "非", "未", "别", "并非", "不能保证", "无法保证", "不保证",

@@ -16,11 +16,11 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import db
+from .. import storage as db
 from ..config import Settings
 from ..errors import AuditError, NotFound, PermissionDenied, QAError
-from ..review import ReviewPolicy
-from ..users import LoginLimiter
+from ..review.queue import ReviewPolicy
+from ..review.users import LoginLimiter
 from . import routes_admin, routes_auth, routes_dashboard, routes_exports, routes_item, routes_queue, routes_senior
 from .auth import CSRFError, LoginRequired, SessionCodec, csrf_protect, session_middleware
 from .render import STATIC_DIR, render

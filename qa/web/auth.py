@@ -28,9 +28,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import PermissionDenied
-from ..models import User
-from ..review import Actor
-from ..users import password_fingerprint
+from ..storage.models import User
+from ..review.queue import Actor
+from ..review.users import password_fingerprint
 
 log = logging.getLogger("qa.web")
 

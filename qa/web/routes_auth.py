@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
-from ..users import LoginError, LoginThrottled, authenticate
+from ..review.users import LoginError, LoginThrottled, authenticate
 from .auth import current_user, end_session, get_db, start_session
 from .render import render
 

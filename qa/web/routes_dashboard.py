@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import review
-from ..models import Finding, ReviewItem
-from ..scoring import TIERS
+from ..storage.models import Finding, ReviewItem
+from ..review.routing import TIERS
 from .auth import get_db, require_roles
 from .render import aware, render
 

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from .. import review
 from ..errors import NotFound
-from ..export import FORMATS, ExportFilters, ExportOptions, export_calls
-from ..scoring import TIERS
+from ..reporting.export import FORMATS, ExportFilters, ExportOptions, export_calls
+from ..review.routing import TIERS
 from .auth import get_db, require_roles
 from .forms import optional_date, split_list
 from .render import render

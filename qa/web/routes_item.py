@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 
 from .. import review
 from ..errors import NotFound, PermissionDenied
-from ..models import Analysis, Call, Finding, ReviewItem, Transcript, UtteranceRow
+from ..storage.models import Analysis, Call, Finding, ReviewItem, Transcript, UtteranceRow
 from ..redact import redact
-from ..users import can_view_raw_text, record_raw_text_view
+from ..review.users import can_view_raw_text, record_raw_text_view
 from .auth import actor_of, current_user, get_db, require_roles
 from .forms import optional_float
 from .render import render

@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
 from .. import review
-from ..scoring import TIERS
+from ..review.routing import TIERS
 from .auth import actor_of, get_db, require_roles
 from .render import render
 

@@ -7,9 +7,10 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import calibration, review
+from ..review import calibration
+from .. import review
 from ..errors import NotFound
-from ..models import CalibrationSession, Call, Finding
+from ..storage.models import CalibrationSession, Call, Finding
 from .auth import actor_of, get_db, require_roles
 from .forms import optional_float, split_list
 from .render import render

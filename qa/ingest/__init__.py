@@ -1,0 +1,1 @@
+"""Ingest: find recordings (a folder or a manifest), check their audio, register them as calls."""

@@ -1,0 +1,44 @@
+"""Stored transcripts as the rules see them: the current Transcript of a call, its
+utterances and features, turned into a CallTranscript."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..domain import CallFeatures, CallMeta, CallTranscript, Utterance
+from ..asr.features import features_from_json
+from .models import Call, Transcript, UtteranceRow
+
+log = logging.getLogger("qa.rules.stored")
+
+
+def stored_features(doc: dict | None) -> CallFeatures | None:
+    """The features stored with a transcript; None (the rules then compute timing features
+    from the utterances) when there are none or they cannot be read."""
+    if not doc:
+        return None
+    try:
+        return features_from_json(doc)
+    except (KeyError, TypeError, ValueError) as e:
+        log.warning("stored features unreadable (%s): computing them from the utterances", e)
+        return None
+
+
+def current_transcript(session: Session, call: Call) -> tuple[Transcript, CallTranscript, list[int]] | None:
+    """The call's current transcript as a CallTranscript, with the stored idx of each utterance."""
+    transcript = session.scalars(select(Transcript).where(Transcript.call_id == call.id, Transcript.is_current.is_(True))
+                                 .order_by(Transcript.id.desc())).first()
+    if transcript is None:
+        return None
+    rows = session.scalars(select(UtteranceRow).where(UtteranceRow.transcript_id == transcript.id)
+                           .order_by(UtteranceRow.idx)).all()
+    utts = tuple(Utterance(r.role, r.start_s, r.end_s, r.text, r.avg_logprob, r.no_speech_prob, r.role_inferred,
+                           r.loudness_db) for r in rows)
+    features = stored_features(transcript.features)
+    meta = CallMeta(call_id=call.call_id, agent_id=call.agent_id, team=call.team, started_at=call.started_at,
+                    direction=call.direction, business_line=call.business_line, channel_layout=call.channel_layout)
+    duration = call.duration_s or (features.duration_s if features else max((u.end_s for u in utts), default=0.0))
+    return transcript, CallTranscript(meta, utts, features, duration), [r.idx for r in rows]
