@@ -5,8 +5,8 @@ Every event stores ``prev_hash`` (the hash of the event before it) and
 reordering rows breaks the chain at a point :func:`verify` names. Events are numbered by a
 gap-free ``seq``; two writers must never read the same "last event", so :func:`append`
 serialises writers: an advisory transaction lock on PostgreSQL, the database write lock on
-SQLite (see :func:`lock_for_write`). The lock is held until the caller commits, which is what
-makes the action and its audit event land together or not at all.
+SQLite (appends need a :func:`qa.storage.write_session`). The lock is held until the caller
+commits, which is what makes the action and its audit event land together or not at all.
 
 No code path updates or deletes audit rows.
 """
@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import select, text
@@ -25,11 +25,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from .storage import is_sqlite
 from .errors import AuditError
+from .storage import is_sqlite, require_write_session
 from .storage.models import AuditEvent
+from .timeutil import as_utc, utcnow
 
-log = logging.getLogger("qa.audit")
+log = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 # Arbitrary constant key of the PostgreSQL advisory lock that orders audit writers.
@@ -54,10 +55,7 @@ def canonical_json(value: Any) -> str:
 
 
 def _ts_text(ts: datetime) -> str:
-    # SQLite hands back naive datetimes for what was stored as UTC; PostgreSQL aware ones.
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return as_utc(ts).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _normalise(value: Any) -> Any:
@@ -76,21 +74,6 @@ def event_hash(*, seq: int, ts: datetime, actor: str, action: str, object_type: 
     return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
 
 
-def lock_for_write(session: Session) -> None:
-    """Take the database's write lock for the rest of the caller's transaction.
-
-    SQLite: a no-op UPDATE makes the connection take the RESERVED lock (waiting up to the busy
-    timeout), the same effect as ``BEGIN IMMEDIATE``; every read after it sees the latest
-    committed data. Call it before reading anything a write depends on: a transaction that has
-    already read may hold a stale snapshot, and SQLite then refuses the lock at once. Either
-    way the error is SQLAlchemy's ``OperationalError`` "database is locked", left as it is
-    because it is transient: :mod:`qa.retry` retries it in a new transaction.
-    PostgreSQL needs nothing here (row locks and the audit advisory lock do the work).
-    """
-    if is_sqlite(session):
-        session.execute(text("UPDATE audit_events SET seq = seq WHERE 0"))
-
-
 def _last_event(session: Session) -> tuple[int, str]:
     row = session.execute(
         select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
@@ -105,15 +88,12 @@ def append(session: Session, actor: str, action: str, object_type: str, object_i
     ``before``/``after`` are JSON-able dicts of the fields the action changed."""
     if not actor or not action or not object_type:
         raise AuditError("audit events need an actor, an action and an object type")
-    ts = now or datetime.now(timezone.utc)
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
+    ts = as_utc(now) if now is not None else utcnow()
     before_n, after_n = _normalise(before), _normalise(after)
     object_id = str(object_id)
 
-    if is_sqlite(session):
-        lock_for_write(session)
-    else:
+    require_write_session(session, "appending to the audit log")
+    if not is_sqlite(session):
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK_KEY})
 
     # The lock makes a duplicate seq impossible between our writers; the retry covers a writer

@@ -56,6 +56,7 @@ class Settings:
     complaint_risk_threshold: float = 0.8
     calibration_rate: float = 0.02
     calibration_seed: int = 20261123
+    auto_assign: bool = False  # deal new review items round robin to the active inspectors
     claim_ttl_minutes: float = 30.0
     appeal_window_days: float = 7.0
     contact_hours: str = "08:00-21:00"

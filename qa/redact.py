@@ -28,7 +28,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-log = logging.getLogger("qa.redact")
+log = logging.getLogger(__name__)
 
 ID_CARD = "id_card"
 BANK_CARD = "bank_card"

@@ -74,7 +74,8 @@ def make_calls(n: int, utterances: int = 40, seed: int = 7) -> list[CallTranscri
 
 
 def rules_stage(args: argparse.Namespace) -> Callable[[CallTranscript], object]:
-    from qa.rules import RuleEngine, load_pack
+    from qa.rules.engine import RuleEngine
+    from qa.rules.loader import load_pack
 
     return RuleEngine(load_pack(args.pack)).evaluate
 

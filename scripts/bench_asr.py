@@ -434,8 +434,8 @@ def cpu(args) -> dict:
 
     from qa.asr.evaluate import evaluate_samples, read_samples
     from qa.asr.weights import write_ct2_dir
-    from qa.ingest.audio import decode_file
     from qa.config import load_settings
+    from qa.ingest.audio import decode_file
 
     torch.set_num_threads(args.threads)
     settings = dataclasses.replace(load_settings().settings, asr_device="cpu", asr_threads=args.threads)
@@ -507,9 +507,9 @@ def realspeech(args) -> dict:
     import csv
     import dataclasses
 
-    from qa.ingest.audio import decode_file
-    from qa.config import load_settings
     from qa.asr.stage import AsrOptions, load_asr
+    from qa.config import load_settings
+    from qa.ingest.audio import decode_file
 
     torch.set_num_threads(args.threads)
     settings = dataclasses.replace(load_settings().settings, asr_device="cpu", asr_threads=args.threads)

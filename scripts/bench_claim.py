@@ -13,7 +13,6 @@ and prints median / p95 / max.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import statistics
 import sys
 import tempfile
@@ -23,44 +22,18 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy import insert
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the project, and the builders the tests use
 
-from qa import storage as qadb  # noqa: E402
-from qa.storage.models import Analysis, Assessment, Call, ReviewItem, Transcript  # noqa: E402
-from qa.review.queue import Actor, ReviewPolicy, claim_next, next_open_query  # noqa: E402
+from builders import seed_queue  # noqa: E402
+
+from qa import storage  # noqa: E402
+from qa.permissions import Actor  # noqa: E402
+from qa.review.queue import ReviewPolicy, claim_next, next_open_query  # noqa: E402
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 T0 = datetime(2026, 11, 23, tzinfo=timezone.utc)
-
-
-def seed(engine: sa.Engine, n: int, batch: int = 10_000) -> None:
-    tiers = ("T1", "T2", "T3")
-    with engine.begin() as conn:
-        for start in range(0, n, batch):
-            idx = range(start, min(n, start + batch))
-            conn.execute(insert(Call), [dict(id=i + 1, call_id=f"B{i:07d}",
-                                             recording_sha256=hashlib.sha256(b"%d" % i).hexdigest(),
-                                             file_path="/bench", file_size=1, status="routed", extra={},
-                                             channel_layout="stereo-agent-left", roles_inferred=False) for i in idx])
-            conn.execute(insert(Transcript), [dict(id=i + 1, call_id=i + 1, asr_model="base", asr_sha256="a",
-                                                   options_sha256="o", options={}, features={}, is_current=True)
-                                              for i in idx])
-            conn.execute(insert(Analysis), [dict(id=i + 1, call_id=i + 1, transcript_id=i + 1, rule_pack_name="p",
-                                                 rule_pack_version="1", rule_pack_sha256="s", classifiers_sha256="",
-                                                 is_current=True, scorecard={}) for i in idx])
-            conn.execute(insert(Assessment), [dict(id=i + 1, call_id=i + 1, analysis_id=i + 1, score=90.0,
-                                                   fatal=False, tier=tiers[i % 3], reasons=[], policy={},
-                                                   policy_sha256="p", calibration_sample=False, is_current=True)
-                                              for i in idx])
-            conn.execute(insert(ReviewItem), [dict(id=i + 1, call_id=i + 1, assessment_id=i + 1, tier=tiers[i % 3],
-                                                   reason="flagged", status="open", priority=0.0,
-                                                   due_at=T0 + timedelta(seconds=(i * 7919) % n))
-                                              for i in idx])
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.exec_driver_sql("ANALYZE")
 
 
 def plan(engine: sa.Engine) -> str:
@@ -73,10 +46,10 @@ def plan(engine: sa.Engine) -> str:
 
 
 def bench(label: str, url: str, items: int, claims: int) -> None:
-    qadb.upgrade(url)
-    engine = qadb.make_engine(url)
+    storage.upgrade(url)
+    engine = storage.make_engine(url)
     t = time.perf_counter()
-    seed(engine, items)
+    seed_queue(engine, items, batch=10_000, due=lambda i: T0 + timedelta(seconds=(i * 7919) % items))
     print(f"{label}: seeded {items:,} open items in {time.perf_counter() - t:.1f} s")
     print(f"  plan of the pick:\n{plan(engine)}")
     pick = next_open_query("bench", skip_locked=False)
@@ -85,12 +58,12 @@ def bench(label: str, url: str, items: int, claims: int) -> None:
         for _ in range(200):
             conn.execute(pick).scalar()
         print(f"  the pick query alone: {(time.perf_counter() - t) / 200 * 1000:.3f} ms")
-    factory = qadb.session_factory(engine)
+    factory = storage.session_factory(engine)
     actor, policy = Actor("bench", "inspector"), ReviewPolicy()
     times = []
     for _ in range(claims):
         t = time.perf_counter()
-        with qadb.session_scope(factory) as session:
+        with storage.session_scope(factory) as session:
             item = claim_next(session, actor, policy)
         times.append((time.perf_counter() - t) * 1000)
         if item is None:

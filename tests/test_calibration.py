@@ -4,18 +4,17 @@ import math
 
 import pytest
 from click.testing import CliRunner
+from builders import T0, add_user, analyzed_call
 from sqlalchemy import select
 
-from qa import audit
-from qa.review import calibration
-from qa import review
+from qa import audit, review
 from qa import storage as qadb
 from qa.cli import cli
 from qa.errors import NotFound, PermissionDenied, ReviewError
-from qa.storage.models import Finding, ReviewItem
+from qa.review import calibration
 from qa.review.queue import Actor, ReviewPolicy
 from qa.review.routing import TierPolicy, score_and_route
-from review_helpers import T0, add_user, analyzed_call
+from qa.storage.models import Finding, ReviewItem
 
 SUE = Actor("sue", "senior")
 

@@ -14,18 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from builders import add_analysis, add_assessment, add_review, add_transcript, make_call
 
 from qa.classifiers.cards import ModelCard
 from qa.classifiers.corpus import examples_sha256, load_seed
 from qa.classifiers.persist import TRUSTED_TYPES, artifact_path, card_path, load_model
-from qa.review.harvest import harvest_reviews
-from qa.classifiers.specs import MODEL_NAMES, SPECS, TOPIC_LABELS
-from qa.classifiers.predict import POSITIVE_LABELS, ClassifierSet, train
+from qa.classifiers.predict import ClassifierSet
+from qa.classifiers.specs import MODEL_NAMES, POSITIVE_LABELS, SPECS, TOPIC_LABELS
+from qa.classifiers.training import train
 from qa.domain import CallMeta, CallTranscript, Utterance
 from qa.errors import ClassifierError
+from qa.review.harvest import harvest_reviews, review_examples
 from qa.storage.models import ReviewDecision
-
-from factories import add_analysis, add_assessment, add_review, add_transcript, make_call
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
@@ -289,7 +289,7 @@ def test_retraining_from_reviews_changes_the_version_and_records_it(session, mod
                                                   "service.impatience": "confirmed"})
     session.commit()
     before = ModelCard.read(card_path(models_copy, "complaint_risk"))
-    [result] = train(["complaint_risk"], models_copy, session=session)
+    [result] = train(["complaint_risk"], models_copy, reviews=review_examples(session, ["complaint_risk"]))
     after = ModelCard.read(card_path(models_copy, "complaint_risk"))
     assert after == result.card
     assert after.version != before.version

@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 
 import pytest
-
 from e2e_helpers import clean_rows, frozen_inputs, make_corpus, nightly, rows
 
 pytestmark = pytest.mark.slow

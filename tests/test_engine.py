@@ -141,7 +141,7 @@ def test_options_validate():
 def test_real_base_weights_equal_stock_on_sample_speech(samples_dir, tmp_path):
     from qa.asr.text import normalize_text
     from qa.asr.vad import Vad, cut
-    from qa.asr.weights import registry_checkpoint, build_model, load_checkpoint
+    from qa.asr.weights import build_model, load_checkpoint, registry_checkpoint
     from qa.ingest.audio import decode_file
 
     path, _ = registry_checkpoint(tmp_path)

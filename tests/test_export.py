@@ -12,15 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from openpyxl import load_workbook
-from sqlalchemy import select
-
-from qa.cli import cli
-from qa.errors import ExportError, PermissionDenied
-from qa.reporting.export import ExportFilters, ExportOptions, export_calls, verify_manifest
-from qa.storage.models import AuditEvent
-
-from factories import (
+from builders import (
     DAY0,
     add_analysis,
     add_assessment,
@@ -30,6 +22,13 @@ from factories import (
     make_call,
     seed_calls,
 )
+from openpyxl import load_workbook
+from sqlalchemy import select
+
+from qa.cli import cli
+from qa.errors import ExportError, PermissionDenied
+from qa.reporting.export import ExportFilters, ExportOptions, export_calls, verify_manifest
+from qa.storage.models import AuditEvent
 
 PHONE = "13812345678"
 ID_NO = "11010519491231002X"
@@ -229,7 +228,7 @@ def test_writer_committing_during_export_does_not_break_the_audit_append(engine,
         return records
 
     monkeypatch.setattr(export_mod, "load_chunk", chunk_then_other_writer)
-    with qadb.session_factory(engine)() as caller:  # a fresh session, as the CLI has
+    with qadb.write_session(qadb.session_factory(engine)) as caller:  # a fresh session, as the CLI has
         result = export_calls(caller, tmp_path / "a.jsonl", ExportFilters(), ExportOptions(chunk_size=1), actor="t")
         caller.commit()
     assert written and result.calls == 2  # one snapshot: the call committed meanwhile is not half in

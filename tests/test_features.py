@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qa.domain import Overlap, SilenceGap, Utterance
-from qa.asr.features import (FeatureOptions, call_features, features_from_json, features_to_json, loudness_db,
-                         speech_rate_cpm)
+from qa.asr.features import FeatureOptions, call_features, loudness_db, speech_rate_cpm
+from qa.domain import CallFeatures, Overlap, SilenceGap, Utterance
 
 
 def U(role, start, end, text="", loud=None):
@@ -57,9 +56,9 @@ def test_speech_rate_and_loudness_on_constructed_audio():
 
 def test_json_round_trip():
     f = call_features(UTTS, 40.0)
-    doc = features_to_json(f)
+    doc = f.to_json()
     assert doc["overlaps"][1] == {"start_s": 28.0, "duration_s": 1.0, "interrupter": "customer"}
-    assert features_from_json(doc) == f
+    assert CallFeatures.from_json(doc) == f
     import json
 
-    assert features_from_json(json.loads(json.dumps(doc))) == f
+    assert CallFeatures.from_json(json.loads(json.dumps(doc))) == f

@@ -1,16 +1,16 @@
 import csv
 import json
+from datetime import datetime, timezone
 
 import pytest
 from click.testing import CliRunner
+from builders import BAD_CORPUS_MAX_DURATION_S, make_bad_corpus, tone, write_wav
 from sqlalchemy import func, select
 
 from qa.cli import cli
 from qa.errors import ManifestError
 from qa.ingest.register import IngestOptions, ingest, read_manifest, scan_directory
 from qa.storage.models import Call
-
-from conftest import BAD_CORPUS_MAX_DURATION_S, make_bad_corpus, tone, write_wav
 
 
 def _count(session, **where):
@@ -98,7 +98,9 @@ def test_jsonl_manifest_with_relative_paths_and_layout(tmp_path, session):
     report = ingest(session, read_manifest(manifest), IngestOptions())
     assert [o.outcome for o in report.outcomes] == ["registered"]
     call = session.scalar(select(Call))
-    assert (call.channel_layout, call.direction, call.started_at.hour) == ("stereo-agent-right", "outbound", 22)
+    assert (call.channel_layout, call.direction) == ("stereo-agent-right", "outbound")
+    # the instant, not the wall-clock digits: 22:30 in Beijing is 14:30 UTC (on SQLite too)
+    assert call.started_at == datetime(2026, 11, 2, 14, 30, tzinfo=timezone.utc)
 
 
 @pytest.mark.parametrize(

@@ -13,13 +13,22 @@ import whisper.tokenizer
 
 from qa.asr.engine import DecodeOptions, WindowResult
 from qa.asr.packing import (
-    FRAME_S, AligningDecoder, PackOptions, Piece, Placement, dtw_path, median_filter, nearest_placement, pack,
-    split_tokens, token_spans,
+    FRAME_S,
+    AligningDecoder,
+    PackOptions,
+    Piece,
+    Placement,
+    dtw_path,
+    median_filter,
+    nearest_placement,
+    pack,
+    split_tokens,
+    token_spans,
 )
+from qa.asr.stage import AsrOptions, PreparedCall, PreparedChannel, plan_packed, unpack_results
 from qa.asr.text import char_error_rate, normalize_text
 from qa.asr.vad import SpeechSegment, cut
 from qa.config import Settings
-from qa.asr.stage import AsrOptions, PreparedCall, PreparedChannel, plan_packed, unpack_results
 
 RATE = 16000
 

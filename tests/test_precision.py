@@ -7,14 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from test_engine import tiny_model, windows
 
 from qa.asr.engine import BatchedDecoder, DecodeOptions
 from qa.asr.precision import Bf16Linear, OutputProjection, bf16_supported, cross_attention_bf16, lower_precision
+from qa.asr.stage import AsrOptions, compute_type
 from qa.config import Settings
 from qa.errors import ConfigError
-from qa.asr.stage import AsrOptions, compute_type
-
-from test_engine import tiny_model, windows
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

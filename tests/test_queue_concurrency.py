@@ -9,13 +9,13 @@ import time
 from collections import Counter
 
 import pytest
+from builders import seed_queue
 from sqlalchemy import func, select
 
 from qa import audit
 from qa import storage as qadb
-from qa.storage.models import ReviewItem
 from qa.review.queue import Actor, ReviewPolicy, claim_next
-from review_helpers import seed_queue
+from qa.storage.models import ReviewItem
 
 PROCESSES = 8
 ITEMS = 1000

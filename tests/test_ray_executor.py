@@ -15,8 +15,9 @@ ray = pytest.importorskip("ray", reason="the Ray executor test needs: pip instal
 from e2e_helpers import clean_rows, frozen_inputs, make_corpus, rows  # noqa: E402
 from pipeline_fakes import FAKE_STAGES  # noqa: E402
 from pipeline_fakes import make_corpus as make_fake_corpus  # noqa: E402
+
 from qa import storage as qadb  # noqa: E402
-from qa.pipeline.local import LocalOptions  # noqa: E402
+from qa.pipeline.local import ExecutorOptions  # noqa: E402
 from qa.pipeline.run import PipelineOptions, run_pipeline  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -37,7 +38,7 @@ def test_fake_stages_on_ray_isolate_failures(local_ray, tmp_path, settings, engi
     factory = qadb.session_factory(engine)
     src = make_fake_corpus(tmp_path / "calls", ["a-fatal", "b", "asr-fails", "rule-fails", "prep-fails"])
     result = run_pipeline(factory, settings, PipelineOptions(source=str(src), executor="ray", export=False,
-                                                             local=LocalOptions(workers=1, calls_per_decode=2)),
+                                                             workers=ExecutorOptions(workers=1, calls_per_decode=2)),
                           stages=FAKE_STAGES)
     assert result.status == "partial"
     assert {f.call_id: (f.stage, f.code) for f in result.failures} == {
@@ -59,7 +60,7 @@ def test_real_stages_on_ray_give_the_local_executors_rows(local_ray, tmp_path, t
     qadb.upgrade(settings.database_url)
     engine = qadb.make_engine(settings.database_url)
     options = PipelineOptions(kind="nightly", source=str(make_corpus(tmp_path / "calls")), executor="ray",
-                              day=date(2026, 11, 2), local=LocalOptions(workers=2, calls_per_decode=1))
+                              day=date(2026, 11, 2), workers=ExecutorOptions(workers=2, calls_per_decode=1))
     result = run_pipeline(qadb.session_factory(engine), settings, options)
     engine.dispose()
     assert result.status == "partial"  # the broken file, as with the local executor

@@ -16,18 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from builders import DAY0, add_analysis, add_assessment, add_review, add_transcript, make_call, seed_calls
 from PIL import Image
-
 from sqlalchemy import func, select
 
-from qa.reporting import charts as report_charts
-from qa.review.calibration import miss_rate
 from qa.cli import cli
-from qa.storage.models import ReviewItem
-from qa.reporting.report import ReportOptions, build_report, collect, draw_charts, write_report
+from qa.reporting import charts as report_charts
 from qa.reporting.charts import cjk_font
-
-from factories import DAY0, add_analysis, add_assessment, add_review, add_transcript, make_call, seed_calls
+from qa.reporting.report import ReportOptions, build_report, collect, draw_charts, write_report
+from qa.review.calibration import miss_rate
+from qa.storage.models import ReviewItem
 
 SINCE = datetime(2026, 11, 1, tzinfo=timezone.utc)
 UNTIL = datetime(2026, 11, 8, tzinfo=timezone.utc)
@@ -131,7 +129,7 @@ def test_system_font_fallback(monkeypatch, caplog) -> None:
                                                 "Source Han Sans CN", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei")
         report_charts.cjk_font.cache_clear()
         monkeypatch.setattr(report_charts, "_system_fonts", lambda: [])
-        with caplog.at_level(logging.WARNING, logger="qa.report"):
+        with caplog.at_level(logging.WARNING, logger="qa.reporting"):
             assert report_charts.cjk_font() is None
         assert "no CJK font found" in caplog.text
         assert report_charts.value_bars("x", "标题", ["a"], [1.0]).png.startswith(b"\x89PNG")
@@ -190,7 +188,7 @@ def test_export_and_report_on_each_backend(db_url: str, tmp_path: Path) -> None:
 
     engine = qadb.make_engine(db_url)
     try:
-        with qadb.session_factory(engine)() as s:
+        with qadb.write_session(qadb.session_factory(engine)) as s:
             seeded = seed_calls(s, 120, days=3)
             s.commit()
             result = export_calls(s, tmp_path / "a.jsonl", ExportFilters(since=SINCE), ExportOptions(chunk_size=50),

@@ -4,17 +4,16 @@ from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
+from builders import T0, add_user, analyzed_call
 from sqlalchemy import select
 
-from qa import audit
-from qa import review
+from qa import audit, review
 from qa import storage as qadb
 from qa.cli import cli
 from qa.errors import NotFound, PermissionDenied, ReviewError
-from qa.storage.models import AuditEvent, Finding, ReviewDecision, ReviewItem
 from qa.review.queue import Actor, ReviewPolicy
 from qa.review.routing import TierPolicy, score_and_route
-from review_helpers import T0, add_user, analyzed_call, utc
+from qa.storage.models import AuditEvent, Finding, ReviewDecision, ReviewItem
 
 POLICY = ReviewPolicy(claim_ttl_minutes=30, appeal_window_days=7)
 ANN = Actor("ann", "inspector")
@@ -54,7 +53,7 @@ def test_claims_are_exclusive_and_expire(session, queue):
     first = review.claim_next(session, ANN, POLICY, now=T0)
     second = review.claim_next(session, BOB, POLICY, now=T0)
     assert (first.id, second.id) == (queue["T1"], queue["T2"])
-    assert utc(first.claim_expires_at) == T0 + timedelta(minutes=30)
+    assert first.claim_expires_at == T0 + timedelta(minutes=30)
     with pytest.raises(ReviewError, match="claimed by ann"):
         review.claim(session, BOB, queue["T1"], POLICY, now=T0 + timedelta(minutes=10))
     # Renewing one's own claim is allowed.

@@ -15,13 +15,13 @@ import pytest
 
 from qa.asr.engine import WindowResult
 from qa.asr.roles import RoleHeuristic, assign_roles, role_provenance
+from qa.asr.stage import AsrOptions, DecodedCall, DecodedSegment, PreparedCall, PreparedChannel, build_utterances
 from qa.asr.vad import SpeechSegment
 from qa.classifiers.cards import ModelCard
 from qa.classifiers.corpus import load_dialogues
 from qa.classifiers.persist import artifact_path, card_path
 from qa.classifiers.roles import LearnedRoleAssigner, RoleSequenceOptions, RolesFromModel, load_role_assigner
 from qa.config import Settings
-from qa.asr.stage import AsrOptions, DecodedCall, DecodedSegment, PreparedCall, PreparedChannel, build_utterances
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
@@ -79,7 +79,7 @@ def test_evidence_is_clipped_log_odds_of_the_model(learned: LearnedRoleAssigner)
 
 
 def test_fallback_to_the_heuristic_when_the_model_is_absent_or_refused(tmp_path: Path, caplog):
-    with caplog.at_level(logging.WARNING, logger="qa.classify.roles"):
+    with caplog.at_level(logging.WARNING, logger="qa.classifiers.roles"):
         assigner = load_role_assigner(tmp_path / "no-models")
     assert isinstance(assigner, RoleHeuristic)
     assert "role model unavailable" in caplog.text and "role.card.json" in caplog.text
@@ -94,7 +94,7 @@ def test_fallback_to_the_heuristic_when_the_model_is_absent_or_refused(tmp_path:
     data[len(data) // 2] ^= 0x01
     artifact_path(models, "role").write_bytes(bytes(data))
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="qa.classify.roles"):
+    with caplog.at_level(logging.WARNING, logger="qa.classifiers.roles"):
         assert isinstance(load_role_assigner(models), RoleHeuristic)
     assert "sha256" in caplog.text
 

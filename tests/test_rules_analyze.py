@@ -12,13 +12,25 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from qa import storage as qadb
-from qa.rules.stage import AnalyzeOptions, Analyzer, analyze_call, analyze_calls, load_classifiers, open_analyzer
 from qa.cli import cli
 from qa.config import Settings
 from qa.domain import CallFeatures, SilenceGap
-from qa.asr.features import features_to_json
-from qa.storage.models import (Analysis, Assessment, Call, ClassifierScore, Finding, ReviewDecision, ReviewItem, Transcript,
-                       UtteranceRow)
+from qa.errors import NotFound
+from qa.pipeline.analyses import analyze_call
+from qa.pipeline.run import PipelineOptions, run_pipeline
+from qa.pipeline.stages import WhisperStages
+from qa.rules.stage import AnalyzeOptions, Analyzer, load_classifiers, open_analyzer
+from qa.storage.models import (
+    Analysis,
+    Assessment,
+    Call,
+    ClassifierScore,
+    Finding,
+    ReviewDecision,
+    ReviewItem,
+    Transcript,
+    UtteranceRow,
+)
 
 PACK = Settings().rules_pack
 RISKY = [("agent", "您好，嘉禾银行财富管理中心，工号二零零一，本次通话将被录音。"),
@@ -35,6 +47,32 @@ def factory(engine):
     return qadb.session_factory(engine)
 
 
+@dataclass(frozen=True)
+class GivenAnalyzer(WhisperStages):
+    """The real analyze stage with an analyzer the test built."""
+
+    analyzer: Analyzer | None = None
+
+    def open_analyzer(self, settings):
+        return self.analyzer
+
+
+@dataclass(frozen=True)
+class Failed:
+    call_id: str
+    status: str
+    error: str
+
+
+def analyze_calls(factory, analyzer: Analyzer, call_ids=()) -> list:
+    """What ``qa analyze`` runs: the analyze stage of the pipeline over every call with a
+    current transcript (or ``call_ids``), one result per call."""
+    options = PipelineOptions(kind="analyze", steps=("analyze",), call_ids=tuple(call_ids), reanalyze=True,
+                              executor="serial")
+    result = run_pipeline(factory, Settings(), options, stages=GivenAnalyzer(analyzer=analyzer))
+    return [o.value if o.ok else Failed(o.ref.call_id, "failed", o.message) for o in result.outcomes]
+
+
 def add_call(factory, call_id: str, turns, features: CallFeatures | None = None) -> int:
     with factory.begin() as s:
         call = Call(call_id=call_id, recording_sha256=call_id.ljust(64, "0"), file_path=f"{call_id}.wav",
@@ -43,7 +81,7 @@ def add_call(factory, call_id: str, turns, features: CallFeatures | None = None)
         s.add(call)
         s.flush()
         tr = Transcript(call_id=call.id, asr_model="base", asr_sha256="a" * 64, options_sha256="o" * 64,
-                        features=features_to_json(features) if features else {})
+                        features=features.to_json() if features else {})
         s.add(tr)
         s.flush()
         for i, (role, text) in enumerate(turns):
@@ -159,18 +197,20 @@ def test_a_failing_call_does_not_stop_the_batch(factory, monkeypatch):
     monkeypatch.setattr(analyzer.engine, "evaluate", flaky)
     results = {r.call_id: r for r in analyze_calls(factory, analyzer)}
     assert results["good"].status == "analyzed" and results["good"].score == 100.0
-    assert (results["bad"].status, results["bad"].error) == ("failed", "boom")
+    # the pipeline's one failure path: <stage>.internal for an unexpected error, "<stage>: <error>"
+    assert (results["bad"].status, results["bad"].error) == ("failed", "analyze: boom")
     with factory() as s:
         bad = s.scalars(select(Call).where(Call.call_id == "bad")).one()
-        assert (bad.status, bad.error_code, bad.error_message) == ("failed", "analyze", "boom")
+        assert (bad.status, bad.error_code, bad.error_message) == ("failed", "analyze.internal", "analyze: boom")
         assert s.scalar(select(func.count()).select_from(Analysis)) == 1
 
 
 def test_pipeline_entry_point_and_unknown_calls(factory):
     pk = add_call(factory, "risky", RISKY)
     with factory.begin() as s:
-        assert analyze_call(s, rules_only(), pk) == 3
-    assert analyze_calls(factory, rules_only(), ["nope"])[0].status == "skipped"
+        assert analyze_call(s, rules_only(), pk).findings == 3
+    with pytest.raises(NotFound, match="nope"):
+        analyze_calls(factory, rules_only(), ["nope"])
 
 
 def test_stored_features_are_used(factory):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from qa.config import Settings
-from qa.rules import EngineOptions, RuleEngine, lint_pack, load_pack
+from qa.rules.context import EngineOptions
+from qa.rules.engine import RuleEngine
 from qa.rules.evaluate import evaluate, read_samples
+from qa.rules.loader import lint_pack, load_pack
 from qa.rules.taxonomy import KINDS, load_taxonomy
 from qa.rules.testing import run_rule_tests
 

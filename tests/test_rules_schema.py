@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from rules_helpers import write_pack
 
 from qa.errors import RuleError
-from qa.rules import lint_pack, load_pack
-from qa.rules.loader import pack_sha256
-from rules_helpers import write_pack
+from qa.rules.loader import lint_pack, load_pack, pack_sha256
 
 GOOD = """\
 id: good

@@ -3,8 +3,10 @@ deduct nothing, N/A rules are neither passed nor failed."""
 
 from __future__ import annotations
 
-from qa.rules import RuleEngine, load_pack
 from rules_helpers import call, write_pack
+
+from qa.rules.engine import RuleEngine
+from qa.rules.loader import load_pack
 
 RULES = {
     "a.yaml": "id: minor-rule\ntitle: t\ncategory: closing.missing\ncondition:\n  keyword: [再见]\n",

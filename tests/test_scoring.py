@@ -4,21 +4,16 @@ import dataclasses
 from datetime import timedelta
 
 import pytest
+from builders import T0, add_user, analyzed_call, sha
 from sqlalchemy import func, select
 
 from qa import audit
 from qa.config import Settings
 from qa.errors import NotFound
+from qa.review.routing import TierPolicy, assess_call, in_calibration_sample, route, score_and_route
+from qa.rules.schema import Scorecard
+from qa.rules.scorecard import Scored, score_findings
 from qa.storage.models import Analysis, Assessment, AuditEvent, Call, Finding, ReviewItem
-from qa.review.routing import (
-    TierPolicy,
-    assess_call,
-    in_calibration_sample,
-    route,
-    score_and_route,
-    score_findings,
-)
-from review_helpers import T0, add_user, analyzed_call, sha, utc
 
 NO_SAMPLE = TierPolicy(calibration_rate=0.0)
 
@@ -26,13 +21,12 @@ NO_SAMPLE = TierPolicy(calibration_rate=0.0)
 def test_policy_from_settings_and_validation():
     policy = TierPolicy.from_settings(Settings(tier1_sla_hours=2, complaint_risk_threshold=0.7, calibration_rate=0.05))
     assert (policy.tier1_sla_hours, policy.complaint_risk_threshold, policy.calibration_rate) == (2, 0.7, 0.05)
-    for bad in (dict(tier2_sla_hours=0), dict(complaint_risk_threshold=1.5), dict(calibration_rate=-0.1),
-                dict(major_deduction=-1)):
+    for bad in (dict(tier2_sla_hours=0), dict(complaint_risk_threshold=1.5), dict(calibration_rate=-0.1)):
         with pytest.raises(ValueError):
             dataclasses.replace(policy, **bad).validate()
     # Assignment does not change how calls are assessed, so it does not change the policy hash.
     assert dataclasses.replace(policy, auto_assign=True).sha256 == policy.sha256
-    assert dataclasses.replace(policy, major_deduction=5).sha256 != policy.sha256
+    assert dataclasses.replace(policy, complaint_risk_threshold=0.5).sha256 != policy.sha256
 
 
 @pytest.mark.parametrize("findings,risk,tier,fatal", [
@@ -59,7 +53,7 @@ def test_reasons_and_score(session):
                          risk=0.95)
     a = assess_call(session, call, NO_SAMPLE, now=T0)
     assert a.reasons == ["complaint_risk:0.950", "major:R3", "minor:R2"]
-    assert a.score == 100 - 10 - 3
+    assert a.score == 100 - 10 - 5  # the pack's scorecard: what the analysis would have given
     fatal = analyzed_call(session, "C2", [("R1", "promise.guaranteed_return", "fatal")])
     assert assess_call(session, fatal, NO_SAMPLE).score == 0.0
     # The rule pack's own scorecard result wins when there is one.
@@ -71,12 +65,12 @@ def test_assessment_is_idempotent_per_policy(session):
     call = analyzed_call(session, "C1", [("R3", "misrep.superlative", "major")])
     first = assess_call(session, call, NO_SAMPLE, now=T0)
     assert assess_call(session, call, NO_SAMPLE, now=T0).id == first.id
-    stricter = dataclasses.replace(NO_SAMPLE, major_deduction=30)
+    stricter = dataclasses.replace(NO_SAMPLE, tier2_sla_hours=8)
     second = assess_call(session, call, stricter, now=T0)
-    assert second.id != first.id and second.score == 70
+    assert second.id != first.id and second.score == first.score == 90
     session.refresh(first)
     assert (first.is_current, second.is_current) == (False, True)
-    assert second.policy["major_deduction"] == 30 and second.policy_sha256 == stricter.sha256
+    assert second.policy["tier2_sla_hours"] == 8 and second.policy_sha256 == stricter.sha256
 
 
 def test_calibration_sample_is_reproducible_and_near_rate():
@@ -122,7 +116,7 @@ def test_score_and_route_stage(session):
 
     # Re-running over the same calls adds nothing.
     ids = list(session.scalars(select(Call.id).where(Call.status.in_(("routed", "scored")))))
-    again = score_and_route(session, ids, policy=NO_SAMPLE, now=T0 + timedelta(hours=1))
+    again = score_and_route(session, NO_SAMPLE, call_pks=ids, now=T0 + timedelta(hours=1))
     assert again.routed == 2
     assert session.scalar(select(func.count()).select_from(ReviewItem)) == 2
     assert session.scalar(select(func.count()).select_from(Assessment)) == 3
@@ -139,7 +133,7 @@ def test_assess_without_analysis_raises(session):
 def test_auto_assign_round_robin(session):
     for name, role, active in (("ann", "inspector", True), ("bob", "inspector", True),
                                ("cat", "senior", True), ("dan", "inspector", False), ("eve", "auditor", True)):
-        add_user(session, name, role, active)
+        add_user(session, name, role, active=active)
     for i in range(7):
         analyzed_call(session, f"C{i}", [("R2", "closing.missing", "minor")])
     score_and_route(session, policy=dataclasses.replace(NO_SAMPLE, auto_assign=True), now=T0)
@@ -148,19 +142,16 @@ def test_auto_assign_round_robin(session):
 
 
 def test_score_findings_floor():
-    class F:
-        def __init__(self, severity):
-            self.severity = severity
-
-    assert score_findings([F("major")] * 12, NO_SAMPLE) == 0.0
-    assert score_findings([F("minor")] * 2, NO_SAMPLE) == 94.0
-    assert score_findings([F("fatal")], dataclasses.replace(NO_SAMPLE, fatal_zeroes_score=False)) == 0.0
+    card = Scorecard()
+    assert score_findings(card, [Scored("R3", "major", "violation")] * 12) == (0.0, False)
+    assert score_findings(card, [Scored("R2", "minor", "violation")] * 2) == (90.0, False)
+    assert score_findings(Scorecard(fatal_fails=False), [Scored("R1", "fatal", "violation")]) == (0.0, True)
 
 
 def test_reanalysis_moves_the_waiting_item(session):
     call = analyzed_call(session, "C1", [("R2", "closing.missing", "minor")])
     first = route(session, assess_call(session, call, NO_SAMPLE, now=T0), NO_SAMPLE, now=T0)
-    assert (first.tier, utc(first.due_at)) == ("T3", T0 + timedelta(hours=72))
+    assert (first.tier, first.due_at) == ("T3", T0 + timedelta(hours=72))
     # A new rule pack finds a fatal problem in the same transcript.
     old = session.scalars(select(Analysis).where(Analysis.call_id == call.id)).one()
     old.is_current = False
@@ -173,7 +164,7 @@ def test_reanalysis_moves_the_waiting_item(session):
     session.flush()
     later = T0 + timedelta(hours=1)
     moved = route(session, assess_call(session, call, NO_SAMPLE, now=later), NO_SAMPLE, now=later)
-    assert moved.id == first.id and moved.tier == "T1" and utc(moved.due_at) == later + timedelta(hours=4)
+    assert moved.id == first.id and moved.tier == "T1" and moved.due_at == later + timedelta(hours=4)
     assert session.scalar(select(func.count()).select_from(ReviewItem)) == 1
     last = audit.history(session, "review_item", first.id, limit=1)[0]
     assert (last.action, last.before["tier"], last.after["tier"]) == ("review.requeue", "T3", "T1")

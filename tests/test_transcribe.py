@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from qa import storage as qadb
 from qa.asr.roles import RoleHeuristic, assign_roles
 from qa.asr.weights import registry_checkpoint
-from qa.asr.features import features_from_json
+from qa.domain import CallFeatures
 from qa.storage.models import Call, CallChannel, Transcript, UtteranceRow
 
 
@@ -89,7 +89,7 @@ def test_transcribe_command_end_to_end(samples_dir, settings, cli_env, tmp_path,
             assert u.text and not u.role_inferred and u.avg_logprob < 0 and 0 <= u.no_speech_prob <= 1
             assert u.speech_rate_cpm > 60 and -60 < u.loudness_db < 0
         assert "您好" in utts[0].text
-        features = features_from_json(transcript.features)
+        features = CallFeatures.from_json(transcript.features)
         assert set(features.roles) == {"agent", "customer"}
         assert features.roles["agent"].utterances == sum(u.role == "agent" for u in utts)
         channels = s.scalars(select(CallChannel).where(CallChannel.call_id == call.id)
@@ -124,7 +124,7 @@ def test_models_command(cli_env, model_cache, monkeypatch):
 def test_mono_call_gets_inferred_roles(samples_dir, settings, model_cache):
     from dataclasses import replace
 
-    from qa.asr.stage import transcribe_calls
+    from qa.pipeline.run import PipelineOptions, run_pipeline
 
     settings = replace(settings, cache_dir=str(model_cache), asr_device="cpu")
     qadb.upgrade(settings.effective_database_url)
@@ -132,8 +132,9 @@ def test_mono_call_gets_inferred_roles(samples_dir, settings, model_cache):
     with factory() as s:
         add_call(s, "S03", samples_dir / "calls" / "S03.wav", "mono")
         s.commit()
-    report = transcribe_calls(factory, settings)
-    assert (report.transcribed, report.failed) == (1, 0)
+    result = run_pipeline(factory, settings, PipelineOptions(kind="transcribe", steps=("transcribe",),
+                                                             executor="serial"))
+    assert ([o.ref.call_id for o in result.outcomes if o.ok], result.failures) == (["S03"], [])
     reference = json.loads((samples_dir / "calls" / "S03.json").read_text(encoding="utf-8"))["turns"]
     with factory() as s:
         utts = s.scalars(select(UtteranceRow).order_by(UtteranceRow.idx)).all()

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from qa.asr.engine import WindowResult
+from qa.asr.stage import PreparedCall, PreparedChannel, plan_windows, unpack_results
 from qa.asr.vad import SpeechSegment, Vad, VadOptions, cut, merge_segments, split_long
 from qa.ingest.audio import decode_file
-from qa.asr.stage import PreparedCall, PreparedChannel, plan_windows, unpack_results
 
 S = SpeechSegment
 

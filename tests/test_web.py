@@ -13,16 +13,16 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from web_helpers import FAST_HASHER, PASSWORD, PHONE, World, csrf_of, login, world_database
 
 from qa import storage as qadb
-from qa.review import users
 from qa.cli import cli
 from qa.config import Settings
+from qa.review import users
 from qa.storage.models import AuditEvent, ReviewDecision, ReviewItem, User
 from qa.web import create_app
 from qa.web.app import resolve_secret_key
 from qa.web.auth import COOKIE_NAME
-from web_helpers import FAST_HASHER, PASSWORD, PHONE, World, csrf_of, login, world_database
 
 SECRET = "test-secret-key-0123456789abcdef"
 
@@ -155,7 +155,7 @@ def test_tampered_cookie_is_anonymous(app):
 
 def test_disabling_a_user_or_changing_the_password_ends_sessions(app, factory):
     inspector, other = client_for(app, "zhangmin"), client_for(app, "liqiang")
-    with factory() as s:
+    with qadb.write_session(factory) as s:
         users.set_active(s, "root", "zhangmin", False)
         users.set_password(s, "root", "liqiang", "a-brand-new-password")
         s.commit()
@@ -514,13 +514,13 @@ def test_users_cli(site, monkeypatch):
     r = runner.invoke(cli, ["users", "passwd", "zhouyu", "--password-stdin"], input="another-password\n")
     assert r.exit_code == 0
     assert runner.invoke(cli, ["users", "disable", "zhouyu"]).exit_code == 0
-    with factory() as s:
+    with qadb.write_session(factory) as s:
         user = s.scalars(select(User).where(User.username == "zhouyu")).one()
         assert not user.active
         with pytest.raises(users.LoginError):
             users.authenticate(s, "zhouyu", "another-password")
     assert runner.invoke(cli, ["users", "enable", "zhouyu"]).exit_code == 0
-    with factory() as s:
+    with qadb.write_session(factory) as s:
         assert users.authenticate(s, "zhouyu", "another-password").role == "auditor"
     r = runner.invoke(cli, ["serve", "--help"])
     assert "--port" in r.output and "--secure-cookies" in r.output
@@ -558,7 +558,7 @@ def test_login_limiter_stays_bounded(monkeypatch):
 
 
 def test_passwords_are_argon2_and_checked(factory):
-    with factory() as s:
+    with qadb.write_session(factory) as s:
         user = users.get_user(s, "zhangmin")
         assert user.password_hash.startswith("$argon2id$") and PASSWORD not in user.password_hash
         with pytest.raises(ValueError, match="at least 10"):

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from web_helpers import FAST_HASHER, PASSWORD, world_database
 
 from qa import storage as qadb
-from qa.review import users
 from qa.config import Settings
+from qa.review import users
 from qa.storage.models import ReviewItem
 from qa.web import create_app
-from web_helpers import FAST_HASHER, PASSWORD, world_database
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -1,7 +1,7 @@
 """A small call center for the web tests, built through the real library path where it
 matters: recordings are ingested from ``audio_samples/`` (real WAV files), transcripts and
 findings are inserted as the transcribe/analyze stages would store them (no Whisper here: too
-slow), and :func:`qa.scoring.score_and_route` creates the review items."""
+slow), and :func:`qa.review.routing.score_and_route` creates the review items."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from argon2 import PasswordHasher
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from qa.review import users
 from qa.ingest.register import IngestOptions, ingest, read_manifest
-from qa.storage.models import Analysis, Call, ClassifierScore, Finding, ReviewItem, Transcript, UtteranceRow
+from qa.review import users
 from qa.review.routing import TierPolicy, score_and_route
+from qa.storage import write_session
+from qa.storage.models import Analysis, Call, ClassifierScore, Finding, ReviewItem, Transcript, UtteranceRow
 
 SAMPLES = Path(__file__).resolve().parent.parent / "audio_samples"
 PASSWORD = "correct-horse-battery"
@@ -92,7 +93,7 @@ def _analyze(session: Session, call: Call, turns: list[dict], findings: list[dic
 
 
 def build_world(factory: sessionmaker[Session], tmp_path: Path) -> World:
-    with factory() as session:
+    with write_session(factory) as session:
         for username, (role, name) in PEOPLE.items():
             users.create_user(session, "test", username, role, PASSWORD, name)
         session.commit()
@@ -121,9 +122,9 @@ def build_world(factory: sessionmaker[Session], tmp_path: Path) -> World:
                  matched="百分之百能批", title="承诺必批"),
         ], risk=0.2)
         policy = TierPolicy()
-        score_and_route(session, [calls["S06"].id], policy=policy)
+        score_and_route(session, policy, call_pks=[calls["S06"].id])
         # Routed 30 hours ago with a 24-hour SLA: the T2 item is overdue.
-        score_and_route(session, [calls["S08"].id], policy=policy,
+        score_and_route(session, policy, call_pks=[calls["S08"].id],
                         now=datetime.now(timezone.utc) - timedelta(hours=30))
         session.commit()
         items = {session.get(Call, i.call_id).call_id: i for i in session.scalars(select(ReviewItem))}

@@ -36,17 +36,15 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from whisper.audio import HOP_LENGTH, N_FFT
+from whisper.audio import N_SAMPLES as WINDOW_SAMPLES
 
+from ..domain import SAMPLE_RATE
 from ..errors import TranscriptionError
 from .precision import OutputProjection, cross_attention_bf16, lower_precision
 
-log = logging.getLogger("qa.asr.engine")
+log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-N_FFT = 400
-HOP_LENGTH = 160
-WINDOW_SAMPLES = 30 * SAMPLE_RATE
-N_FRAMES = WINDOW_SAMPLES // HOP_LENGTH
 CROSS_KV_DTYPES = ("model", "fp8", "int8")
 COMPUTE_TYPES = ("model", "bfloat16")
 

@@ -20,7 +20,9 @@ from typing import Callable
 from ..errors import QAError
 from .text import char_error_rate, normalize_text, strip_for_match
 
-log = logging.getLogger("qa.asr.evaluate")
+log = logging.getLogger(__name__)
+
+CALLS_PER_DECODE = 8  # sample calls whose windows share the decoder's batches
 
 # Phrases whose loss changes a compliance verdict; listed when the reference has them and the
 # hypothesis of that call does not.
@@ -127,7 +129,7 @@ def evaluate_samples(settings, samples: list[Sample], *, asr=None,
     for outcome in prepared:
         if isinstance(outcome, Exception):  # a sample that cannot be read makes the figures meaningless
             raise outcome
-    step = asr.options.calls_per_batch
+    step = CALLS_PER_DECODE
     for start in range(0, len(samples), step):
         chunk = prepared[start : start + step]
         for sample, prep, dec in zip(samples[start : start + step], chunk, asr.decode(chunk)):

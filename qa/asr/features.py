@@ -12,10 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ..domain import SAMPLE_RATE, CallFeatures, Overlap, RoleFeatures, SilenceGap, Utterance
 from .text import strip_for_match
-from ..domain import CallFeatures, Overlap, RoleFeatures, SilenceGap, Utterance
 
-SAMPLE_RATE = 16000
 SILENCE_FLOOR_DB = -100.0
 
 
@@ -105,36 +104,4 @@ def call_features(utterances: Sequence[Utterance], duration_s: float,
         roles=role_features(ordered),
         silences=silences(ordered, options.min_silence_s),
         overlaps=overlaps(ordered, options.min_overlap_s),
-    )
-
-
-def features_to_json(features: CallFeatures) -> dict:
-    return {
-        "duration_s": features.duration_s,
-        "roles": {
-            role: {"talk_time_s": rf.talk_time_s, "utterances": rf.utterances, "chars": rf.chars,
-                   "speech_rate_cpm": rf.speech_rate_cpm, "mean_loudness_db": rf.mean_loudness_db}
-            for role, rf in features.roles.items()
-        },
-        "silences": [{"start_s": s.start_s, "duration_s": s.duration_s} for s in features.silences],
-        "overlaps": [{"start_s": o.start_s, "duration_s": o.duration_s, "interrupter": o.interrupter}
-                     for o in features.overlaps],
-    }
-
-
-def features_from_json(doc: dict) -> CallFeatures:
-    """Inverse of :func:`features_to_json`; raises KeyError/TypeError/ValueError on a bad document."""
-    return CallFeatures(
-        duration_s=float(doc["duration_s"]),
-        roles={
-            role: RoleFeatures(
-                talk_time_s=float(rf["talk_time_s"]), utterances=int(rf["utterances"]), chars=int(rf["chars"]),
-                speech_rate_cpm=float(rf["speech_rate_cpm"]),
-                mean_loudness_db=None if rf.get("mean_loudness_db") is None else float(rf["mean_loudness_db"]),
-            )
-            for role, rf in doc.get("roles", {}).items()
-        },
-        silences=tuple(SilenceGap(float(s["start_s"]), float(s["duration_s"])) for s in doc.get("silences", ())),
-        overlaps=tuple(Overlap(float(o["start_s"]), float(o["duration_s"]), str(o["interrupter"]))
-                       for o in doc.get("overlaps", ())),
     )

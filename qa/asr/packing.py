@@ -26,10 +26,16 @@ import torch
 import torch.nn.functional as F
 
 from .engine import (
-    HOP_LENGTH, SAMPLE_RATE, WINDOW_SAMPLES, BatchedDecoder, DecodeOptions, WindowResult, compression_ratio,
+    HOP_LENGTH,
+    SAMPLE_RATE,
+    WINDOW_SAMPLES,
+    BatchedDecoder,
+    DecodeOptions,
+    WindowResult,
+    compression_ratio,
 )
 
-log = logging.getLogger("qa.asr.packing")
+log = logging.getLogger(__name__)
 
 FRAME_S = 2 * HOP_LENGTH / SAMPLE_RATE  # one encoder output frame: 20 ms
 MEDIAN_WIDTH = 7  # frames; smooths single-frame attention spikes before the warping

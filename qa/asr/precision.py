@@ -23,7 +23,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
-log = logging.getLogger("qa.asr.precision")
+log = logging.getLogger(__name__)
 
 
 class Bf16Linear(torch.nn.Module):

@@ -1,5 +1,5 @@
 """The transcription stage: recordings -> role-labelled, time-stamped Simplified-Chinese
-utterances, channel rows and call features.
+utterances with their per-channel speech and call features.
 
 Three steps, so the nightly pipeline can overlap them (CPU workers prepare the next calls while
 the GPU decodes):
@@ -7,7 +7,8 @@ the GPU decodes):
 * :func:`prepare_calls` (CPU): decode the files, voice activity detection over all their channels;
 * :meth:`Transcriber.decode` (GPU or CPU): the speech segments of every call in the batch
   become decoder rows (packed windows, or one per segment); rows from many calls share the batch;
-* :func:`store_transcript` (database): one transaction per call.
+* :func:`build_utterances`: normalised, guarded, role-labelled utterances of one decoded call,
+  which the pipeline stores (:mod:`qa.pipeline.transcripts`), one transaction per call.
 
 With packing on (``asr_pack_s``, the default), consecutive segments of a channel share a
 <=30 s window and the decoded text is split back to its segments by cross-attention alignment
@@ -22,32 +23,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import numpy as np
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
 
+from ..classifiers.roles import RolesFromModel
+from ..config import Settings
+from ..domain import SAMPLE_RATE, Utterance
+from ..errors import AudioError, ConfigError, TranscriptionError
+from ..ingest.audio import DecodedAudio, channel_roles, decode_file
 from .engine import BatchedDecoder, DecodeOptions, WindowResult
+from .features import FeatureOptions, loudness_db, speech_rate_cpm
 from .packing import AligningDecoder, PackedWindow, PackOptions, Piece, pack
 from .roles import RoleAssigner, assign_roles, role_provenance
 from .text import TextGuard, normalize_text
 from .vad import SpeechSegment, Vad, VadOptions, cut
 from .weights import LoadedModel, pick_device, resolve_model
-from ..ingest.audio import DecodedAudio, channel_roles, decode_file
-from ..classifiers.roles import RolesFromModel
-from ..config import Settings
-from ..domain import Utterance
-from ..errors import AudioError, ConfigError, QAError, TranscriptionError
-from .features import FeatureOptions, call_features, features_to_json, loudness_db, speech_rate_cpm
-from ..storage.models import Call, CallChannel, Transcript, UtteranceRow, utcnow
 
-log = logging.getLogger("qa.asr.stage")
+log = logging.getLogger(__name__)
 
 TEXT_VERSION = "normalize-v1"  # bump when qa.asr.text changes what is stored
-TO_TRANSCRIBE = ("registered", "prepared")
 
 
 def compute_type(settings: Settings) -> str:
@@ -71,7 +67,6 @@ class AsrOptions:
     guard: TextGuard = TextGuard()
     features: FeatureOptions = FeatureOptions()
     pack: PackOptions = PackOptions()
-    calls_per_batch: int = 8  # calls prepared and decoded together by transcribe_calls
     roles: RoleAssigner = assign_roles  # mono recordings; from_settings: the learned role model
 
     def validate(self) -> None:
@@ -80,8 +75,6 @@ class AsrOptions:
         self.guard.validate()
         self.features.validate()
         self.pack.validate()
-        if self.calls_per_batch < 1:
-            raise ValueError("calls_per_batch must be at least 1")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AsrOptions:
@@ -165,21 +158,6 @@ class UtteranceRecord:
     speech_rate_cpm: float
 
 
-@dataclass
-class TranscribeReport:
-    calls: int = 0
-    transcribed: int = 0
-    failed: int = 0
-    utterances: int = 0
-    audio_s: float = 0.0
-    wall_s: float = 0.0
-    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (call_id, code, message)
-
-    @property
-    def speed(self) -> float:
-        return self.audio_s / self.wall_s if self.wall_s > 0 else 0.0
-
-
 _VADS: dict[VadOptions, Vad] = {}
 
 
@@ -233,7 +211,7 @@ def prepare_calls(settings: Settings, calls: Sequence[CallAudio],
     per_call: dict[int, list[PreparedChannel]] = {}
     for (at, index, samples, role), segments in zip(channels, found):
         per_call.setdefault(at, []).append(PreparedChannel(index, role, samples, tuple(segments),
-                                                           loudness_db(samples, 0.0, len(samples) / 16000)))
+                                                           loudness_db(samples, 0.0, len(samples) / SAMPLE_RATE)))
     for at, (call, outcome) in enumerate(zip(calls, outcomes)):
         if isinstance(outcome, DecodedAudio):
             outcomes[at] = PreparedCall(call.call_pk, call.call_id, outcome.duration_s, outcome.format,
@@ -356,140 +334,3 @@ def build_utterances(prepared: PreparedCall, decoded: DecodedCall, options: AsrO
         records.append(UtteranceRecord(utt, seg.channel, round(seg.result.compression_ratio, 3),
                                        speech_rate_cpm(text, end - start)))
     return records
-
-
-def store_transcript(session: Session, asr: Transcriber, prepared: PreparedCall, decoded: DecodedCall,
-                     *, force: bool = False) -> int:
-    """Write channels, the transcript, its utterances and features, and mark the call
-    transcribed, in the caller's transaction. Returns the number of utterances stored."""
-    call = session.get(Call, prepared.call_pk)
-    if call is None:
-        raise TranscriptionError(f"call #{prepared.call_pk} ({prepared.call_id}) no longer exists")
-    options = asr.options
-    records = build_utterances(prepared, decoded, options)
-    call.duration_s = prepared.duration_s or call.duration_s
-    call.sample_rate = prepared.sample_rate or call.sample_rate
-    call.channels = prepared.n_channels or call.channels
-    call.audio_format = prepared.audio_format or call.audio_format
-    call.roles_inferred = prepared.roles_inferred
-    existing = {ch.channel_index: ch for ch in session.scalars(select(CallChannel).where(CallChannel.call_id == call.id))}
-    for ch in prepared.channels:
-        row = existing.get(ch.index) or CallChannel(call_id=call.id, channel_index=ch.index)
-        row.role, row.duration_s, row.rms_db = ch.role, len(ch.audio) / 16000, ch.rms_db
-        row.speech_s = round(sum(s.duration_s for s in ch.segments), 3)
-        row.speech_segments = [[round(s.start_s, 3), round(s.end_s, 3)] for s in ch.segments]
-        row.vad = options.vad.as_dict()
-        session.add(row)
-    sha = options.sha256
-    transcript = session.scalars(select(Transcript).where(
-        Transcript.call_id == call.id, Transcript.asr_sha256 == asr.loaded.sha256, Transcript.options_sha256 == sha)).first()
-    if transcript is not None and not force:
-        count = len(transcript.utterances)
-    else:
-        if transcript is None:
-            transcript = Transcript(call_id=call.id, asr_model=asr.loaded.name, asr_sha256=asr.loaded.sha256,
-                                    options=options.as_dict(), options_sha256=sha)
-            session.add(transcript)
-        else:
-            transcript.utterances.clear()
-            session.flush()  # the old rows go before new ones reuse their idx
-        features = call_features([r.utterance for r in records], prepared.duration_s, options.features)
-        transcript.features = features_to_json(features)
-        transcript.created_at = utcnow()
-        for idx, r in enumerate(records):
-            u = r.utterance
-            transcript.utterances.append(UtteranceRow(
-                call_id=call.id, idx=idx, role=u.role, role_inferred=u.role_inferred, channel_index=r.channel_index,
-                start_s=u.start_s, end_s=u.end_s, text=u.text, avg_logprob=u.avg_logprob,
-                no_speech_prob=u.no_speech_prob, compression_ratio=r.compression_ratio,
-                speech_rate_cpm=r.speech_rate_cpm, loudness_db=u.loudness_db))
-        count = len(records)
-    session.flush()
-    session.execute(update(Transcript).where(Transcript.call_id == call.id, Transcript.id != transcript.id)
-                    .values(is_current=False))
-    transcript.is_current = True
-    call.status, call.error_code, call.error_message = "transcribed", None, None
-    return count
-
-
-def _mark_failed(factory: sessionmaker[Session], call_pk: int, code: str, message: str) -> None:
-    with factory() as session:
-        session.execute(update(Call).where(Call.id == call_pk).values(
-            status="failed", error_code=code, error_message=message[:4000], updated_at=utcnow()))
-        session.commit()
-
-
-def _error(e: Exception) -> tuple[str, str]:
-    return (e.code if isinstance(e, QAError) else "asr.internal"), str(e)
-
-
-def transcribe_calls(factory: sessionmaker[Session], settings: Settings, *, call_ids: Sequence[str] | None = None,
-                     force: bool = False, progress: Callable[[int, int], None] | None = None,
-                     asr: Transcriber | None = None) -> TranscribeReport:
-    """Transcribe the calls waiting for it (``registered``/``prepared``; every call with
-    ``force``), committing call by call. A call that fails is marked ``failed`` with its error
-    code and the batch goes on; a model that cannot load raises (every call would fail)."""
-    started = time.perf_counter()
-    with factory() as session:
-        query = select(Call.id, Call.call_id, Call.file_path, Call.channel_layout).order_by(Call.id)
-        if call_ids:
-            query = query.where(Call.call_id.in_(list(call_ids)))
-        if not force:
-            query = query.where(Call.status.in_(TO_TRANSCRIBE))
-        todo = session.execute(query).all()
-    report = TranscribeReport(calls=len(todo))
-    if not todo:
-        return report
-    asr = asr or load_asr(settings)
-    step = asr.options.calls_per_batch
-
-    def fail(pk: int, call_id: str, e: Exception) -> None:
-        code, message = _error(e)
-        log.warning("call %s failed: [%s] %s", call_id, code, message, exc_info=not isinstance(e, QAError))
-        _mark_failed(factory, pk, code, message)
-        report.failed += 1
-        report.failures.append((call_id, code, message))
-
-    done = 0
-    for start in range(0, len(todo), step):
-        batch = []
-        sources = [CallAudio(*row) for row in todo[start : start + step]]
-        for source, outcome in zip(sources, prepare_calls(settings, sources, asr.options)):
-            if isinstance(outcome, Exception):  # one bad recording must not stop the batch
-                fail(source.call_pk, source.call_id, outcome)
-            else:
-                batch.append(outcome)
-        for prepared, decoded in _decode_isolated(asr, batch, fail):
-            try:
-                with factory() as session:
-                    report.utterances += store_transcript(session, asr, prepared, decoded, force=force)
-                    session.commit()
-                report.transcribed += 1
-                report.audio_s += prepared.duration_s
-            except Exception as e:  # noqa: BLE001 - isolate the call
-                fail(prepared.call_pk, prepared.call_id, e)
-        done = min(len(todo), start + step)
-        if progress is not None:
-            progress(done, len(todo))
-    report.wall_s = time.perf_counter() - started
-    log.info("transcribed %d of %d calls (%d failed), %.0f s of audio at %.1fx realtime",
-             report.transcribed, report.calls, report.failed, report.audio_s, report.speed)
-    return report
-
-
-def _decode_isolated(asr: Transcriber, batch: list[PreparedCall], fail) -> list[tuple[PreparedCall, DecodedCall]]:
-    """Decode the batch together; if that fails, call by call so only the culprit fails."""
-    if not batch:
-        return []
-    try:
-        return list(zip(batch, asr.decode(batch), strict=True))
-    except Exception as e:  # noqa: BLE001 - fall back to isolating the call that broke the batch
-        if len(batch) == 1:
-            fail(batch[0].call_pk, batch[0].call_id, e)
-            return []
-        log.warning("decoding %d calls together failed (%s); decoding them one by one", len(batch), e)
-    out = []
-    for prepared in batch:
-        out += _decode_isolated(asr, [prepared], fail)
-    return out
-

@@ -16,11 +16,11 @@ from typing import Sequence
 
 import numpy as np
 
+from ..domain import SAMPLE_RATE
 from ..errors import ModelError
 
-log = logging.getLogger("qa.asr.vad")
+log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 VAD_STEP = 512  # samples per silero step at 16 kHz
 BATCH_CHANNELS = 64  # channels decoded side by side
 

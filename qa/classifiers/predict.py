@@ -1,10 +1,9 @@
-"""Text classifiers of calls: complaint risk, dissatisfaction, agent conduct, topic, and
-speaker role for mono recordings.
+"""Predictions of the classifier set: complaint risk, dissatisfaction, agent conduct and topic
+of a call, and speaker roles of mono recordings.
 
 ``ClassifierSet.load(models_dir)`` loads every shipped model after checking each artifact
 against its model card; the analyze stage calls ``predict_call`` per call and stores the
-predictions with the model versions. ``train``/``evaluate`` are what ``qa train`` and
-``qa evaluate`` run. The parts live in :mod:`qa.classifiers`.
+predictions with the model versions. Training is :mod:`qa.classifiers.training`.
 """
 
 from __future__ import annotations
@@ -13,30 +12,19 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from sklearn.pipeline import Pipeline
-from sqlalchemy.orm import Session
 
+from ..domain import AGENT, CUSTOMER, CallTranscript
+from ..errors import ClassifierError
 from .cards import ModelCard
 from .fast import CompiledModel
 from .persist import load_model
-from ..review.harvest import harvest_reviews, harvest_stereo_roles
 from .roles import ROLE_MODEL
-from .specs import (
-    MODEL_NAMES, POSITIVE_LABELS, SCOPE_AGENT, SCOPE_CALL, SCOPE_CUSTOMER, SPECS, TrainOptions, spec_for,
-)
+from .specs import MODEL_NAMES, SCOPE_AGENT, SCOPE_CALL, SCOPE_CUSTOMER, SPECS
 from .text import join_utterances
-from .training import Evaluation, TrainResult, evaluate_model, train_model
-from ..domain import AGENT, CUSTOMER, CallTranscript
-from ..errors import ClassifierError
 
-log = logging.getLogger("qa.classify")
-
-__all__ = [
-    "MODEL_NAMES", "POSITIVE_LABELS", "ClassifierSet", "Evaluation", "LoadedModel", "Prediction",
-    "TrainOptions", "TrainResult", "evaluate", "train",
-]
+log = logging.getLogger(__name__)
 
 CALL_MODELS = tuple(n for n in MODEL_NAMES if n != ROLE_MODEL)
 
@@ -130,40 +118,3 @@ class ClassifierSet:
         proba = model.predict_proba([join_utterances([t]) for t in texts])
         best = proba.argmax(axis=1)
         return [(model.classes[int(b)], float(p[int(b)])) for b, p in zip(best, proba)]
-
-
-def train(
-    models: Sequence[str] | None,
-    models_dir: str | Path,
-    *,
-    session: Session | None = None,
-    options: TrainOptions | None = None,
-    seed_dir: str | Path | None = None,
-) -> list[TrainResult]:
-    """Train ``models`` (default: all) into ``models_dir``. With ``session``, examples from
-    that database are added and recorded in the cards: inspectors' review decisions for the
-    complaint, dissatisfaction and conduct models, stereo calls' utterances for the role model.
-    ``options`` (default: each model's own) apply to every model trained."""
-    names = tuple(models or MODEL_NAMES)
-    for name in names:
-        spec_for(name)
-    harvest = harvest_reviews(session, names) if session is not None else None
-    results = []
-    for name in names:
-        review_examples: tuple = ()
-        summary = None
-        if session is not None and name == ROLE_MODEL:
-            review_examples, summary = harvest_stereo_roles(session)
-        elif harvest is not None:
-            review_examples = harvest.examples.get(name, ())
-            summary = harvest.summary.get(name) or {"decisions": {}, "examples": {}, "categories": [],
-                                                    "note": "no finding category teaches this model"}
-        results.append(train_model(name, models_dir, options=options, review_examples=review_examples,
-                                   review_summary=summary, seed_dir=seed_dir))
-    return results
-
-
-def evaluate(models: Sequence[str] | None, models_dir: str | Path, *,
-             seed_dir: str | Path | None = None) -> list[Evaluation]:
-    """Held-out metrics of the stored models, recomputed, beside their cards."""
-    return [evaluate_model(name, models_dir, seed_dir=seed_dir) for name in (models or MODEL_NAMES)]

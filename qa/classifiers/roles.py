@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # scikit-learn loads only when a model does
     from .cards import ModelCard
     from .fast import CompiledModel
 
-log = logging.getLogger("qa.classify.roles")
+log = logging.getLogger(__name__)
 
 ROLE_MODEL = "role"
 SEQUENCE_VERSION = "viterbi-v1"  # bump when decode_roles or the evidence changes

@@ -21,18 +21,18 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 
 from ..config import REPO_ROOT
+from ..domain import AGENT, CUSTOMER
 from ..errors import ClassifierError
 from .cards import ModelCard
-from ..domain import AGENT, CUSTOMER
 from .corpus import DialogueSet, Example, examples_sha256, load_dialogues, load_seed
 from .fast import CompiledModel
 from .persist import TRUSTED_TYPES, card_path, load_model, save_model
 from .pipeline import build_pipeline, describe, strip_for_storage
 from .roles import LearnedRoleAssigner
-from .specs import SCOPE_UTTERANCE, ModelSpec, TrainOptions, default_options, spec_for
+from .specs import MODEL_NAMES, SCOPE_UTTERANCE, ModelSpec, TrainOptions, default_options, spec_for
 from .text import FEATURES_VERSION
 
-log = logging.getLogger("qa.classify")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -216,3 +216,29 @@ def evaluate_model(name: str, models_dir: str | Path, *, seed_dir: str | Path | 
             log.warning("seed dialogues %s changed since model %s was trained", dialogues.path, card.version)
         metrics["in_context"] = in_context_metrics(pipeline, spec, dialogues)
     return Evaluation(card=card, heldout_metrics=metrics, matches_card=metrics == card.heldout_metrics)
+
+
+# What the database teaches a model (qa.review.harvest.review_examples): model -> (examples, card summary)
+ReviewExamples = dict[str, tuple[tuple[Example, ...], dict[str, Any]]]
+
+
+def train(models: Sequence[str] | None, models_dir: str | Path, *, reviews: ReviewExamples | None = None,
+          options: TrainOptions | None = None, seed_dir: str | Path | None = None) -> list[TrainResult]:
+    """Train ``models`` (default: all) into ``models_dir``. ``reviews`` adds examples from the
+    database (inspectors' review decisions, stereo calls' utterances), recorded in the cards.
+    ``options`` (default: each model's own) apply to every model trained."""
+    names = tuple(models or MODEL_NAMES)
+    for name in names:
+        spec_for(name)
+    results = []
+    for name in names:
+        examples, summary = (reviews or {}).get(name, ((), None))
+        results.append(train_model(name, models_dir, options=options, review_examples=examples,
+                                   review_summary=summary, seed_dir=seed_dir))
+    return results
+
+
+def evaluate(models: Sequence[str] | None, models_dir: str | Path, *,
+             seed_dir: str | Path | None = None) -> list[Evaluation]:
+    """Held-out metrics of the stored models, recomputed, beside their cards."""
+    return [evaluate_model(name, models_dir, seed_dir=seed_dir) for name in (models or MODEL_NAMES)]

@@ -6,10 +6,9 @@ from typing import Any
 
 import click
 
-# qa.classify pulls in scikit-learn and skops (seconds to import): only the commands that
-# need it import it, so that every other ``qa`` command starts fast.
+# the classifiers pull in scikit-learn and skops (seconds to import): only the commands that
+# need them import them, so that every other ``qa`` command starts fast
 from ..classifiers.specs import MODEL_NAMES
-from ..storage import session_scope
 from .common import App, domain_errors, echo_table, pass_app
 
 _model_arg = click.argument("model", required=False, type=click.Choice(MODEL_NAMES))
@@ -27,15 +26,17 @@ _models_dir_opt = click.option("--models-dir", type=click.Path(file_okay=False),
 @domain_errors
 def train_cmd(app: App, model: str | None, from_reviews: bool, models_dir: str | None) -> None:
     """Train MODEL (default: all five) on the seed corpus and write artifact + model card."""
-    from ..classifiers.predict import train
+    from ..classifiers.training import train
 
     target = models_dir or app.settings.models_dir
-    names = (model,) if model else None
+    names = (model,) if model else MODEL_NAMES
+    reviews = None
     if from_reviews:
-        with session_scope(app.session_factory) as session:
-            results = train(names, target, session=session)
-    else:
-        results = train(names, target)
+        from ..review.harvest import review_examples
+
+        with app.session_factory() as session:
+            reviews = review_examples(session, names)
+    results = train(names, target, reviews=reviews)
     rows = []
     for r in results:
         c = r.card
@@ -66,7 +67,7 @@ def _echo_metrics(title: str, metrics: dict[str, Any]) -> None:
 def evaluate_cmd(app: App, model: str | None, models_dir: str | None) -> None:
     """Print held-out metrics of MODEL (default: all), recomputed with the stored artifact,
     and the cross-validated metrics recorded in its model card."""
-    from ..classifiers.predict import evaluate
+    from ..classifiers.training import evaluate
 
     target = models_dir or app.settings.models_dir
     mismatched = []

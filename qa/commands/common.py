@@ -1,4 +1,5 @@
-"""What every command shares: the loaded settings, the database, error translation."""
+"""What every command shares: the loaded settings, the database, error translation, exit
+statuses. Imports nothing heavy: ``qa --help`` must stay quick."""
 
 from __future__ import annotations
 
@@ -7,14 +8,21 @@ import json
 import logging
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
-from sqlalchemy.orm import Session, sessionmaker
 
-from .. import storage as db
 from ..config import LoadedSettings, Settings, load_settings
 from ..errors import QAError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+# Exit statuses, a contract with schedulers (README "Exit status"):
+EXIT_OK = 0
+EXIT_FAILED = 1  # the command itself failed (click's status for an Error: line)
+EXIT_PARTIAL = 2  # finished, but some calls or files failed
+EXIT_TAMPERED = 3  # a verify command found tampering
 
 
 @dataclass
@@ -39,9 +47,11 @@ class App:
     def session_factory(self) -> sessionmaker[Session]:
         """Sessions on the configured database, migrated to the latest schema first."""
         if self._factory is None:
+            from .. import storage
+
             url = self.settings.effective_database_url
-            db.upgrade(url)
-            self._factory = db.session_factory(db.make_engine(url))
+            storage.upgrade(url)
+            self._factory = storage.session_factory(storage.make_engine(url))
         return self._factory
 
     def close(self) -> None:

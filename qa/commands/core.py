@@ -5,14 +5,15 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from .. import storage as db
-from ..ingest.register import IngestOptions, IngestOutcome, ingest, read_manifest, scan_directory
-from .common import App, domain_errors, echo_table, pass_app
+from ..domain import CHANNEL_LAYOUTS
+from .common import EXIT_PARTIAL, App, domain_errors, echo_table, pass_app
 
-EXIT_PARTIAL = 2
+if TYPE_CHECKING:
+    from ..ingest.register import IngestOutcome
 
 
 @click.group("config")
@@ -25,6 +26,8 @@ def config_group() -> None:
 @domain_errors
 def config_show(app: App) -> None:
     """Print every setting, its value and where it came from (default, qa.toml, QA_* variable)."""
+    from .. import storage as db
+
     loaded = app.loaded
     values = asdict(loaded.settings)
     values["database_url"] = db.redact_url(loaded.settings.effective_database_url)
@@ -45,6 +48,8 @@ def db_group() -> None:
 @domain_errors
 def db_upgrade(app: App, revision: str) -> None:
     """Create or migrate the schema of the configured database."""
+    from .. import storage as db
+
     url = app.settings.effective_database_url
     db.upgrade(url, revision)
     engine = db.make_engine(url)
@@ -57,6 +62,8 @@ def db_upgrade(app: App, revision: str) -> None:
 @domain_errors
 def db_current(app: App) -> None:
     """Print the schema revision of the configured database."""
+    from .. import storage as db
+
     url = app.settings.effective_database_url
     engine = db.make_engine(url)
     click.echo(f"{db.redact_url(url)}: revision {db.current_revision(engine) or '(none: run qa db upgrade)'}")
@@ -76,7 +83,7 @@ def _print_outcome(o: IngestOutcome) -> None:
 @click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV or JSONL with call_id,file,agent_id,team,started_at,direction,business_line[,channel_layout].")
-@click.option("--channel-layout", type=click.Choice(["stereo-agent-left", "stereo-agent-right", "mono"]),
+@click.option("--channel-layout", type=click.Choice(CHANNEL_LAYOUTS),
               help="Layout for files without one (default: the channel_layout setting).")
 @click.option("--quiet", "-q", is_flag=True, help="Only the summary line.")
 @pass_app
@@ -86,6 +93,9 @@ def ingest_cmd(app: App, folder: Path | None, manifest: Path | None, channel_lay
     registered twice; bad files are recorded as failed calls with the reason.
 
     Exit status: 0 all registered or already known, 2 some files failed or conflicted."""
+    from ..ingest.register import IngestOptions, ingest, read_manifest, scan_directory
+    from ..storage import write_session
+
     if (folder is None) == (manifest is None):
         raise click.UsageError("give either FOLDER or --manifest FILE")
     settings = app.settings
@@ -93,7 +103,7 @@ def ingest_cmd(app: App, folder: Path | None, manifest: Path | None, channel_lay
     recordings = (read_manifest(manifest, channel_layout=layout) if manifest
                   else scan_directory(folder, channel_layout=layout))
     options = IngestOptions(default_channel_layout=layout, max_duration_s=settings.max_duration_s)
-    with app.session_factory() as session:
+    with write_session(app.session_factory) as session:
         report = ingest(session, recordings, options, progress=None if quiet else _print_outcome)
     click.echo(f"ingest: {len(report.registered)} registered, {len(report.duplicates)} already known, "
                f"{len(report.failed)} failed, {len(report.conflicts)} conflicts "

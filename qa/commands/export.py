@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from ..timeutil import as_utc
 from .common import App, domain_errors, pass_app
 
 _FORMAT_SUFFIX = {"jsonl": ".jsonl", "csv": ".csv", "xlsx": ".xlsx"}
@@ -27,7 +28,7 @@ def parse_when(value: str | None, *, end: bool = False) -> datetime | None:
             ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as e:
         raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD) or ISO timestamp") from e
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+    return as_utc(ts)
 
 
 def _default_actor() -> str:
@@ -89,7 +90,9 @@ def export_group(app: App, ctx: click.Context, fmt: str | None, out: Path | None
                             statuses=_split(status))
     options = ExportOptions(format=fmt, include_transcript=include_transcript, redact=not no_redact,
                             chunk_size=chunk_size)
-    with app.session_factory() as session:
+    from ..storage import write_session
+
+    with write_session(app.session_factory) as session:
         result = export_calls(session, out, filters, options, actor=actor or _default_actor())
         session.commit()
     for path in result.files:

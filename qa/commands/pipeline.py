@@ -1,4 +1,6 @@
-"""Batch commands: ``qa run``, ``qa nightly``, ``qa runs`` and ``qa demo``."""
+"""Batch commands: ``qa run``, ``qa nightly``, ``qa runs`` and ``qa demo``, and what the stage
+commands (``qa transcribe``, ``qa analyze``, ``qa score``) share with them: the executor
+options, running the pipeline and printing its result."""
 
 from __future__ import annotations
 
@@ -8,17 +10,26 @@ import sys
 from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .. import storage as db
-from ..config import REPO_ROOT
-from ..pipeline.local import LocalOptions
-from ..storage.locks import locks
-from ..pipeline.run import PipelineOptions, PipelineResult, run_pipeline
-from ..pipeline.progress import auto_progress
-from ..pipeline.runs import RunSummary, get_run, list_runs
-from .common import App, JsonLogFormatter, domain_errors, echo_table, pass_app, setup_logging
+from ..config import REPO_ROOT, Settings
+from .common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    App,
+    JsonLogFormatter,
+    domain_errors,
+    echo_table,
+    pass_app,
+    setup_logging,
+)
+
+if TYPE_CHECKING:
+    from ..pipeline.run import PipelineResult
+    from ..pipeline.runs import RunSummary
 
 BUNDLED_MANIFEST = REPO_ROOT / "audio_samples" / "manifest.csv"
 
@@ -42,6 +53,15 @@ def _timing_rows(timings) -> list[tuple]:
 
 
 TIMING_HEADERS = ("stage", "calls", "failed", "seconds", "calls/s", "audio-h/h", "decode busy")
+
+
+def print_failures(result: PipelineResult, limit: int = 50) -> None:
+    """The calls that failed in this run: id, stage, error code, message."""
+    if result.failures:
+        echo_table([(f.call_id, f.stage, f.code, f.message[:100]) for f in result.failures[:limit]],
+                   ("call", "stage", "error", "message"))
+        if len(result.failures) > limit:
+            click.echo(f"... and {len(result.failures) - limit} more (qa runs --id {result.run_id})")
 
 
 def print_result(result: PipelineResult, *, max_failures: int = 20) -> None:
@@ -78,19 +98,44 @@ def print_result(result: PipelineResult, *, max_failures: int = 20) -> None:
         click.echo(f"report: {art.report_path}")
 
 
-def _options(kind: str, source: Path | None, manifest: Path | None, day: datetime | None, executor: str,
-             address: str | None, workers: int, calls_per_decode: int, no_export: bool) -> PipelineOptions:
-    return PipelineOptions(kind=kind, source=str(source) if source else None,
-                           manifest=str(manifest) if manifest else None, day=day.date() if day else None,
-                           executor=executor, address=address,
-                           local=LocalOptions(workers=workers, calls_per_decode=calls_per_decode),
-                           export=not no_export)
+def exit_code(result: PipelineResult) -> int:
+    return {"ok": EXIT_OK, "partial": EXIT_PARTIAL}.get(result.status, EXIT_FAILED)
 
 
-def _execute(app: App, options: PipelineOptions, log_format: str) -> None:
-    result = run_pipeline(app.session_factory, app.settings, options, progress=auto_progress(log_format))
-    print_result(result)
-    sys.exit(result.exit_code)
+def run(app: App, settings: Settings | None = None, *, stages: Any = None, factory: Any = None,
+        **options: Any) -> PipelineResult:
+    """Run the pipeline with ``PipelineOptions(**options)`` on the configured database."""
+    from ..pipeline.progress import auto_progress
+    from ..pipeline.run import PipelineOptions, run_pipeline
+
+    return run_pipeline(factory or app.session_factory, settings or app.settings, PipelineOptions(**options),
+                        stages=stages, progress=auto_progress(_log_format()))
+
+
+def executor_options(default: str):
+    """``--executor``, ``--address``, ``--workers`` and ``--calls-per-decode``; the command gets
+    ``workers`` as the executor options."""
+    def decorate(fn):
+        options = [
+            click.option("--executor", type=click.Choice(["local", "serial", "ray"]), default=default,
+                         show_default=True,
+                         help="local: worker processes on this machine; serial: everything in this process; "
+                              "ray: Ray (pip install 'qa-speech[ray]')."),
+            click.option("--address", help="Ray cluster address (default: start a local Ray instance)."),
+            click.option("--workers", "n_workers", type=int, default=0, help="CPU worker processes (default: cores - 1)."),
+            click.option("--calls-per-decode", type=int, default=4, show_default=True,
+                         help="Calls whose speech windows share the decoder's batches."),
+        ]
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return decorate
+
+
+def workers_of(n_workers: int, calls_per_decode: int):
+    from ..pipeline.local import ExecutorOptions
+
+    return ExecutorOptions(workers=n_workers, calls_per_decode=calls_per_decode)
 
 
 def source_options(fn):
@@ -102,12 +147,7 @@ def source_options(fn):
         click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]),
                      help="The export and report cover calls started this day (default: this run's calls; "
                           "the export folder is named after today)."),
-        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                     help="local: worker processes on this machine; ray: Ray (pip install 'qa-speech[ray]')."),
-        click.option("--address", help="Ray cluster address (default: start a local Ray instance)."),
-        click.option("--workers", type=int, default=0, help="CPU worker processes (default: cores - 1)."),
-        click.option("--calls-per-decode", type=int, default=4, show_default=True,
-                     help="Calls whose speech windows share the decoder's batches."),
+        executor_options("local"),
         click.option("--no-export", is_flag=True, help="Skip writing the day's export and report."),
     ]
     for option in reversed(options):
@@ -115,19 +155,27 @@ def source_options(fn):
     return fn
 
 
+def _batch(app: App, kind: str, source: Path | None, manifest: Path | None, day: datetime | None, executor: str,
+           address: str | None, n_workers: int, calls_per_decode: int, no_export: bool) -> None:
+    result = run(app, kind=kind, source=str(source) if source else None,
+                 manifest=str(manifest) if manifest else None, day=day.date() if day else None, executor=executor,
+                 address=address, workers=workers_of(n_workers, calls_per_decode), export=not no_export)
+    print_result(result)
+    sys.exit(exit_code(result))
+
+
 @click.command("run")
 @source_options
 @pass_app
 @domain_errors
-def run_cmd(app: App, source, manifest, day, executor, address, workers, calls_per_decode, no_export) -> None:
+def run_cmd(app: App, source, manifest, day, executor, address, n_workers, calls_per_decode, no_export) -> None:
     """Run the stages over every call in the database whose work is unfinished (after
     ingesting --source or --manifest when given), then export and report.
 
     Exit status: 0 all calls done, 2 finished with some calls failed, 1 the run failed."""
     if source and manifest:
         raise click.UsageError("give --source or --manifest, not both")
-    _execute(app, _options("run", source, manifest, day, executor, address, workers, calls_per_decode, no_export),
-             _log_format())
+    _batch(app, "run", source, manifest, day, executor, address, n_workers, calls_per_decode, no_export)
 
 
 @click.command("nightly")
@@ -136,7 +184,7 @@ def run_cmd(app: App, source, manifest, day, executor, address, workers, calls_p
               help="Log format (default: the global --log-format; auto is JSON lines when not on a terminal).")
 @pass_app
 @domain_errors
-def nightly_cmd(app: App, source, manifest, day, executor, address, workers, calls_per_decode, no_export,
+def nightly_cmd(app: App, source, manifest, day, executor, address, n_workers, calls_per_decode, no_export,
                 log_format) -> None:
     """The nightly batch job: ingest what is new in --source or --manifest, run every stage
     over unfinished calls, write the day's export and report, and print a summary. Takes the
@@ -151,8 +199,7 @@ def nightly_cmd(app: App, source, manifest, day, executor, address, workers, cal
     # an unattended job's log should say what it did, not only what went wrong
     if qa_logger.level > logging.INFO:
         qa_logger.setLevel(logging.INFO)
-    _execute(app, _options("nightly", source, manifest, day, executor, address, workers, calls_per_decode,
-                           no_export), log_format or _log_format())
+    _batch(app, "nightly", source, manifest, day, executor, address, n_workers, calls_per_decode, no_export)
 
 
 def _print_run_detail(run: RunSummary) -> None:
@@ -177,12 +224,16 @@ def _print_run_detail(run: RunSummary) -> None:
 
 @click.command("runs")
 @click.option("--limit", type=int, default=20, show_default=True)
-@click.option("--kind", type=click.Choice(["run", "nightly", "demo"]), help="Only runs of this kind.")
+@click.option("--kind", type=click.Choice(["run", "nightly", "demo", "transcribe", "analyze", "score"]),
+              help="Only runs of this kind.")
 @click.option("--id", "run_id", type=int, help="Show one run in detail.")
 @pass_app
 @domain_errors
 def runs_cmd(app: App, limit: int, kind: str | None, run_id: int | None) -> None:
     """List past batch runs with their figures (or one run in detail with --id)."""
+    from ..pipeline.runs import get_run, list_runs
+    from ..storage.locks import locks
+
     with app.session_factory() as session:
         if run_id is not None:
             run = get_run(session, run_id)
@@ -232,21 +283,23 @@ def demo_cmd(app: App, data_dir: Path, manifest: Path | None, workers: int) -> N
     manifest = manifest or BUNDLED_MANIFEST
     if not manifest.exists():
         raise click.ClickException(f"{manifest} is missing: the sample calls are part of the repository")
+    from .. import storage
+    from ..pipeline.local import ExecutorOptions
+
     data_dir = data_dir.resolve()
     url = _fresh_sqlite(data_dir)
     settings = replace(app.settings, data_dir=str(data_dir), database_url=url)
-    db.upgrade(url)
-    engine = db.make_engine(url)
+    storage.upgrade(url)
+    engine = storage.make_engine(url)
     try:
-        options = PipelineOptions(kind="demo", manifest=str(manifest), day=date.today(),
-                                  local=LocalOptions(workers=workers))
         click.echo(f"demo: the full pipeline over {manifest} into a new database {data_dir / 'qa.db'}")
-        result = run_pipeline(db.session_factory(engine), settings, options, progress=auto_progress(_log_format()))
+        result = run(app, settings, factory=storage.session_factory(engine), kind="demo", manifest=str(manifest),
+                     day=date.today(), workers=ExecutorOptions(workers=workers))
     finally:
         engine.dispose()
     print_result(result)
     _print_demo_guide(result, data_dir)
-    sys.exit(result.exit_code)
+    sys.exit(exit_code(result))
 
 
 def _print_demo_guide(result: PipelineResult, data_dir: Path) -> None:

@@ -9,43 +9,38 @@ from __future__ import annotations
 
 import functools
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 
 import click
-from sqlalchemy import select
 
-from .. import audit
-from ..review import calibration
-from .. import review
-from ..review import routing as scoring
+from ..domain import APPEAL_OUTCOMES, DECISIONS, REVIEW_STATUSES, TIERS, VERDICTS
 from ..errors import PermissionDenied
-from ..storage.models import REVIEW_STATUSES, Call, User
-from .common import App, domain_errors, echo_table, pass_app
-
-EXIT_AUDIT_BROKEN = 3
+from ..permissions import ACTOR_ROLES, Actor
+from .common import EXIT_TAMPERED, App, domain_errors, echo_table, pass_app
 
 
 def _fmt_ts(ts: datetime | None) -> str:
-    if ts is None:
-        return ""
-    ts = ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return "" if ts is None else ts.strftime("%Y-%m-%d %H:%M")
 
 
-def resolve_actor(session, username: str, role: str | None) -> review.Actor:
+def resolve_actor(session, username: str, role: str | None) -> Actor:
     """The actor for ``--as``/``--role``: the users table decides the role of known users."""
+    from sqlalchemy import select
+
+    from ..storage.models import User
+
     user = session.scalars(select(User).where(User.username == username)).first()
     if user is not None:
         if not user.active:
             raise PermissionDenied(f"user {username} is disabled")
         if role is not None and role != user.role:
             raise PermissionDenied(f"user {username} has role {user.role}, not {role}")
-        actor = review.Actor(username, user.role)
+        actor = Actor(username, user.role)
     else:
         if role is None:
             raise click.UsageError(f"{username} is not in the users table: give --role")
-        actor = review.Actor(username, role)
+        actor = Actor(username, role)
     actor.validate()
     return actor
 
@@ -55,7 +50,7 @@ def identity(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @click.option("--as", "actor_name", envvar="QA_USER", required=True, metavar="USER",
                   help="Who acts (default: $QA_USER).")
-    @click.option("--role", "actor_role", type=click.Choice(review.ROLES),
+    @click.option("--role", "actor_role", type=click.Choice(ACTOR_ROLES),
                   help="Role of a USER who is not in the users table (e.g. agent).")
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -65,13 +60,11 @@ def identity(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _work(app: App, actor_name: str, actor_role: str | None, action: Callable[..., Any]) -> Any:
-    """Run one action in its own transaction: resolving the actor reads the users table, so
-    that read is committed first (on SQLite a write transaction must start with the lock)."""
-    factory = app.session_factory
-    with factory() as session:
+    """Run one action as ``--as`` in one write transaction."""
+    from ..storage import write_session
+
+    with write_session(app.session_factory) as session:
         actor = resolve_actor(session, actor_name, actor_role)
-        session.commit()
-        audit.lock_for_write(session)
         result = action(session, actor)
         session.commit()
         return result
@@ -80,33 +73,28 @@ def _work(app: App, actor_name: str, actor_role: str | None, action: Callable[..
 # --- qa score ----------------------------------------------------------------------------------
 
 @click.command("score")
-@click.option("--call", "call_ids", multiple=True, metavar="CALL_ID",
-              help="Only these calls (external call ids); default: every call with status analyzed.")
-@click.option("--auto-assign", is_flag=True, help="Assign new review items round-robin to the active inspectors.")
+@click.argument("call_ids", nargs=-1)
+@click.option("--auto-assign", is_flag=True,
+              help="Assign new review items round-robin to the active inspectors (the auto_assign setting).")
 @pass_app
 @domain_errors
 def score_cmd(app: App, call_ids: tuple[str, ...], auto_assign: bool) -> None:
     """Assess analyzed calls (score, fatal flag, tier) and route flagged and sampled calls
-    into the review queues with their SLA due times."""
-    policy = scoring.TierPolicy.from_settings(app.settings, auto_assign=auto_assign)
-    with app.session_factory() as session:
-        ids = None
-        if call_ids:
-            ids = list(session.scalars(select(Call.id).where(Call.call_id.in_(call_ids))))
-            if len(ids) != len(set(call_ids)):
-                raise click.ClickException("some --call ids are unknown")
-        report = scoring.score_and_route(session, ids, policy)
-        session.commit()
-    tiers = report.by_tier()
-    click.echo(f"score: {len(report.calls)} calls assessed, {report.routed} routed "
+    into the review queues with their SLA due times, as a batch run of the score stage."""
+    import dataclasses
+
+    from .pipeline import exit_code, print_failures, run
+
+    settings = dataclasses.replace(app.settings, auto_assign=True) if auto_assign else app.settings
+    result = run(app, settings, kind="score", steps=("score",), call_ids=call_ids, executor="serial")
+    scored = [o for o in result.outcomes if o.stage == "score"]
+    tiers = result.figures.tiers
+    click.echo(f"score: {len(scored)} calls assessed, {sum(1 for o in scored if o.ok and o.value)} routed "
                f"(T1 {tiers.get('T1', 0)}, T2 {tiers.get('T2', 0)}, T3 {tiers.get('T3', 0)}, "
-               f"calibration sample {tiers.get('sample', 0)}), {tiers.get('none', 0)} need no review, "
-               f"{report.failed} failed")
-    for c in report.calls:
-        if c.error:
-            click.echo(f"  ! {c.call_id}: {c.error}", err=True)
-    if report.failed:
-        sys.exit(2)
+               f"calibration sample {result.figures.calibration_items}), "
+               f"{sum(1 for o in scored if o.ok and not o.value)} need no review, {len(result.failures)} failed")
+    print_failures(result)
+    sys.exit(exit_code(result))
 
 
 # --- qa queue ----------------------------------------------------------------------------------
@@ -117,7 +105,7 @@ def queue_group() -> None:
 
 
 @queue_group.command("list")
-@click.option("--tier", type=click.Choice(scoring.TIERS))
+@click.option("--tier", type=click.Choice(TIERS))
 @click.option("--status", "statuses", multiple=True, default=("open", "claimed"), show_default=True,
               type=click.Choice(REVIEW_STATUSES))
 @click.option("--overdue", is_flag=True, help="Only items past their due time.")
@@ -128,6 +116,8 @@ def queue_group() -> None:
 def queue_list(app: App, tier: str | None, statuses: tuple[str, ...], overdue: bool, assigned_to: str | None,
                limit: int) -> None:
     """Items in work order (tier, then due time), with per-tier counts."""
+
+    from .. import review
     with app.session_factory() as session:
         counts = review.queue_counts(session)
         entries = review.list_queue(session, tier=tier, statuses=statuses, overdue_only=overdue,
@@ -140,12 +130,14 @@ def queue_list(app: App, tier: str | None, statuses: tuple[str, ...], overdue: b
 
 @queue_group.command("claim")
 @click.argument("item_id", type=int, required=False)
-@click.option("--tier", type=click.Choice(scoring.TIERS), help="Claim the next item of this tier only.")
+@click.option("--tier", type=click.Choice(TIERS), help="Claim the next item of this tier only.")
 @identity
 @pass_app
 @domain_errors
 def queue_claim(app: App, item_id: int | None, tier: str | None, actor_name: str, actor_role: str | None) -> None:
     """Claim ITEM_ID, or the next item in work order."""
+
+    from .. import review
     policy = review.ReviewPolicy.from_settings(app.settings)
 
     def act(session, actor):
@@ -168,6 +160,8 @@ def queue_claim(app: App, item_id: int | None, tier: str | None, actor_name: str
 @domain_errors
 def queue_release(app: App, item_id: int, actor_name: str, actor_role: str | None) -> None:
     """Give a claimed item back to the queue."""
+
+    from .. import review
     _work(app, actor_name, actor_role, lambda s, a: review.release(s, a, item_id))
     click.echo(f"released item {item_id}")
 
@@ -176,13 +170,15 @@ def queue_release(app: App, item_id: int, actor_name: str, actor_role: str | Non
 @click.argument("item_id", type=int, required=False)
 @click.argument("username", required=False)
 @click.option("--round-robin", is_flag=True, help="Deal all open unassigned items to the active inspectors.")
-@click.option("--tier", type=click.Choice(scoring.TIERS))
+@click.option("--tier", type=click.Choice(TIERS))
 @identity
 @pass_app
 @domain_errors
 def queue_assign(app: App, item_id: int | None, username: str | None, round_robin: bool, tier: str | None,
                  actor_name: str, actor_role: str | None) -> None:
     """Assign ITEM_ID to USERNAME, or --round-robin (seniors and admins)."""
+
+    from .. import review
     if round_robin == (item_id is not None):
         raise click.UsageError("give ITEM_ID USERNAME or --round-robin")
     if round_robin:
@@ -209,6 +205,8 @@ def review_group() -> None:
 @domain_errors
 def review_show(app: App, item_id: int) -> None:
     """An item with its findings, decisions, appeals and audit history."""
+
+    from .. import review
     with app.session_factory() as session:
         d = review.get_item(session, item_id)
     it, a = d.item, d.assessment
@@ -241,7 +239,7 @@ def review_show(app: App, item_id: int) -> None:
 @review_group.command("decide")
 @click.argument("item_id", type=int)
 @click.argument("finding_id", type=int)
-@click.argument("decision", type=click.Choice(review.DECISIONS))
+@click.argument("decision", type=click.Choice(DECISIONS))
 @click.option("--comment", "-m")
 @identity
 @pass_app
@@ -249,6 +247,8 @@ def review_show(app: App, item_id: int) -> None:
 def review_decide(app: App, item_id: int, finding_id: int, decision: str, comment: str | None,
                   actor_name: str, actor_role: str | None) -> None:
     """Confirm a finding, or reject it as a false positive."""
+
+    from .. import review
     _work(app, actor_name, actor_role, lambda s, a: review.decide(s, a, item_id, finding_id, decision, comment))
     click.echo(f"finding {finding_id}: {decision}")
 
@@ -268,6 +268,8 @@ def review_add(app: App, item_id: int, category: str, severity: str | None, star
                end_s: float | None, speaker: str | None, comment: str | None, actor_name: str,
                actor_role: str | None) -> None:
     """Add a finding the system missed."""
+
+    from .. import review
     finding = _work(app, actor_name, actor_role, lambda s, a: review.add_finding(
         s, a, item_id, category=category, severity=severity, start_s=start_s, end_s=end_s, role=speaker,
         comment=comment))
@@ -276,7 +278,7 @@ def review_add(app: App, item_id: int, category: str, severity: str | None, star
 
 @review_group.command("close")
 @click.argument("item_id", type=int)
-@click.option("--verdict", type=click.Choice(review.VERDICTS), help="Default: fail with a kept fatal/major finding.")
+@click.option("--verdict", type=click.Choice(VERDICTS), help="Default: fail with a kept fatal/major finding.")
 @click.option("--score", "final_score", type=float, help="Final score (default: from the kept findings).")
 @click.option("--comment", "-m")
 @identity
@@ -285,6 +287,8 @@ def review_add(app: App, item_id: int, category: str, severity: str | None, star
 def review_close(app: App, item_id: int, verdict: str | None, final_score: float | None, comment: str | None,
                  actor_name: str, actor_role: str | None) -> None:
     """Close a claimed item with the call verdict and final score."""
+
+    from .. import review
     policy = review.ReviewPolicy.from_settings(app.settings)
     item = _work(app, actor_name, actor_role,
                  lambda s, a: review.close(s, a, item_id, verdict, final_score, comment, policy))
@@ -306,6 +310,8 @@ def appeal_group() -> None:
 @domain_errors
 def appeal_open(app: App, item_id: int, reason: str, actor_name: str, actor_role: str | None) -> None:
     """Appeal the fail verdict of ITEM_ID (the agent, or a senior on their behalf)."""
+
+    from .. import review
     policy = review.ReviewPolicy.from_settings(app.settings)
     appeal = _work(app, actor_name, actor_role, lambda s, a: review.open_appeal(s, a, item_id, reason, policy))
     click.echo(f"appeal {appeal.id} opened on item {item_id}")
@@ -313,7 +319,7 @@ def appeal_open(app: App, item_id: int, reason: str, actor_name: str, actor_role
 
 @appeal_group.command("decide")
 @click.argument("item_id", type=int)
-@click.argument("outcome", type=click.Choice(review.APPEAL_OUTCOMES))
+@click.argument("outcome", type=click.Choice(APPEAL_OUTCOMES))
 @click.option("--reason", "-m", required=True)
 @click.option("--score", "final_score", type=float, help="New final score when overturning.")
 @identity
@@ -322,6 +328,8 @@ def appeal_open(app: App, item_id: int, reason: str, actor_name: str, actor_role
 def appeal_decide(app: App, item_id: int, outcome: str, reason: str, final_score: float | None,
                   actor_name: str, actor_role: str | None) -> None:
     """Uphold or overturn the open appeal of ITEM_ID (senior inspectors)."""
+
+    from .. import review
 
     def act(session, actor):
         appeal = review.find_appeal(session, item_id)
@@ -334,6 +342,10 @@ def appeal_decide(app: App, item_id: int, outcome: str, reason: str, final_score
 # --- qa calibrate ------------------------------------------------------------------------------
 
 def _call_pk(session, call_id: str) -> int:
+    from sqlalchemy import select
+
+    from ..storage.models import Call
+
     pk = session.scalar(select(Call.id).where(Call.call_id == call_id))
     if pk is None:
         raise click.ClickException(f"unknown call {call_id}")
@@ -356,6 +368,8 @@ def calibrate_start(app: App, name: str, call_ids: tuple[str, ...], inspectors: 
                     actor_name: str, actor_role: str | None) -> None:
     """Start session NAME over --call ids with the --inspector users (seniors and admins)."""
 
+    from ..review import calibration
+
     def act(session, actor):
         return calibration.start_session(session, actor, name, [_call_pk(session, c) for c in call_ids], inspectors)
 
@@ -375,6 +389,8 @@ def calibrate_start(app: App, name: str, call_ids: tuple[str, ...], inspectors: 
 def calibrate_vote(app: App, session_id: int, call_id: str, item: str, value: str, actor_name: str,
                    actor_role: str | None) -> None:
     """Judge ITEM of CALL_ID: ``verdict pass|fail`` or ``finding:<id> confirmed|rejected``."""
+
+    from ..review import calibration
     _work(app, actor_name, actor_role,
           lambda s, a: calibration.vote(s, a, session_id, _call_pk(s, call_id), item, value))
     click.echo(f"vote recorded: {call_id} {item} = {value}")
@@ -391,6 +407,11 @@ def _fmt_kappa(value: float | None) -> str:
 @domain_errors
 def calibrate_report(app: App, session_id: int | None, miss_rate: bool) -> None:
     """Agreement of session SESSION_ID (per item, Cohen's/Fleiss' kappa), or --miss-rate."""
+
+    from sqlalchemy import select
+
+    from ..review import calibration
+    from ..storage.models import Call
     if miss_rate == (session_id is not None):
         raise click.UsageError("give SESSION_ID or --miss-rate")
     with app.session_factory() as session:
@@ -432,6 +453,8 @@ def audit_group() -> None:
 @domain_errors
 def audit_verify(app: App, anchor: str | None) -> None:
     """Recompute the chain; exit status 3 and the seq of every problem when it is broken."""
+
+    from .. import audit
     anchor_pair = None
     if anchor:
         seq, _, digest = anchor.partition(":")
@@ -447,7 +470,7 @@ def audit_verify(app: App, anchor: str | None) -> None:
                f"first at seq {result.first_bad_seq}", err=True)
     for p in result.problems:
         click.echo(f"  seq {p.seq}: {p.kind}: {p.message}", err=True)
-    sys.exit(EXIT_AUDIT_BROKEN)
+    sys.exit(EXIT_TAMPERED)
 
 
 @audit_group.command("log")
@@ -457,6 +480,8 @@ def audit_verify(app: App, anchor: str | None) -> None:
 @domain_errors
 def audit_log(app: App, obj: str | None, limit: int) -> None:
     """Latest events, newest first."""
+
+    from .. import audit
     object_type, _, object_id = (obj or "").partition(":")
     with app.session_factory() as session:
         events = audit.history(session, object_type or None, object_id or None, limit=limit)

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import click
 
 from ..config import REPO_ROOT
-from ..rules import EngineOptions, RuleEngine, lint_pack, load_pack
-from .common import App, domain_errors, echo_table, pass_app
+from .common import EXIT_FAILED, App, domain_errors, echo_table, pass_app
 from .eval import eval_group
+from .pipeline import executor_options, exit_code, print_failures, run, workers_of
 
-EXIT_PARTIAL = 2
+if TYPE_CHECKING:
+    from ..rules.engine import RuleEngine
+
 DEFAULT_SAMPLES = REPO_ROOT / "audio_samples"
 
 
 def _engine(app: App, pack_dir: str | None) -> RuleEngine:
+    from ..rules.context import EngineOptions
+    from ..rules.engine import RuleEngine
+    from ..rules.loader import load_pack
+
     return RuleEngine(load_pack(pack_dir or app.settings.rules_pack),
                       EngineOptions(contact_hours=app.settings.contact_hours))
 
@@ -30,25 +37,33 @@ def _pct(value: float | None) -> str:
 @click.option("--pack", "pack_dir", type=click.Path(file_okay=False, exists=True),
               help="Rule pack folder (default: the rules_pack setting).")
 @click.option("--no-classifiers", is_flag=True, help="Run the rules only.")
+@executor_options("serial")
 @pass_app
 @domain_errors
-def analyze_cmd(app: App, call_ids: tuple[str, ...], pack_dir: str | None, no_classifiers: bool) -> None:
+def analyze_cmd(app: App, call_ids: tuple[str, ...], pack_dir: str | None, no_classifiers: bool, executor: str,
+                address: str | None, n_workers: int, calls_per_decode: int) -> None:
     """Run the rule pack (and classifiers) over stored transcripts: the given calls, or every
-    call with a current transcript. A new pack version adds a new analysis and keeps the old."""
-    from ..rules.stage import AnalyzeOptions, analyze_calls, open_analyzer
+    call with a current transcript, as a batch run of the analyze stage. A new pack version
+    adds a new analysis and keeps the old; the same pack and models change nothing."""
+    import dataclasses
 
-    options = AnalyzeOptions.from_settings(app.settings, rules_pack=pack_dir, classifiers=not no_classifiers)
-    analyzer = open_analyzer(options)
-    results = analyze_calls(app.session_factory, analyzer, list(call_ids) or None)
-    echo_table([(r.call_id, r.status, r.findings, "" if r.score is None else f"{r.score:g}", r.error or "")
-                for r in results], ("call", "status", "findings", "score", "error"))
-    pack = analyzer.engine.pack
-    counts = Counter(r.status for r in results)
-    click.echo(f"\n{pack.name} {pack.version} (sha256 {pack.sha256[:12]}), classifiers: "
-               f"{analyzer.classifiers_sha256[:12] or 'none'}; "
-               + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    if counts.get("failed"):
-        sys.exit(EXIT_PARTIAL)
+    from ..pipeline.stages import WhisperStages
+
+    settings = dataclasses.replace(app.settings, rules_pack=pack_dir) if pack_dir else app.settings
+    result = run(app, settings, stages=WhisperStages(classifiers=not no_classifiers), kind="analyze",
+                 steps=("analyze",), call_ids=call_ids, reanalyze=True, executor=executor, address=address,
+                 workers=workers_of(n_workers, calls_per_decode))
+    analyzed = [o for o in result.outcomes if o.stage == "analyze"]
+    echo_table([(o.ref.call_id, o.value.status if o.ok else "failed", o.count if o.ok else "",
+                 "" if not o.ok or o.value.score is None else f"{o.value.score:g}", o.code or "")
+                for o in sorted(analyzed, key=lambda o: o.ref.pk)], ("call", "status", "findings", "score", "error"))
+    counts = Counter(o.value.status if o.ok else "failed" for o in analyzed)
+    pack = result.versions.get("rule_pack") or {}
+    click.echo(f"\n{pack.get('name', '-')} {pack.get('version', '')} (sha256 {pack.get('sha256', '')[:12]}), "
+               f"classifiers: {result.versions.get('classifiers_sha256', '')[:12] or 'none'}; "
+               + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to analyze"))
+    print_failures(result)
+    sys.exit(exit_code(result))
 
 
 @click.group("rules")
@@ -63,6 +78,8 @@ def rules_group() -> None:
 @domain_errors
 def lint_cmd(app: App, pack_dir: str | None, strict: bool) -> None:
     """Validate every file of a pack; each problem is printed as file:line: message."""
+    from ..rules.loader import lint_pack
+
     report = lint_pack(pack_dir or app.settings.rules_pack)
     for line in report.errors:
         click.echo(f"error: {line}", err=True)
@@ -102,7 +119,7 @@ def test_cmd(app: App, pack_dir: str | None, rule_ids: tuple[str, ...], verbose:
     failed = sum(not r.ok for r in results)
     click.echo(f"{len(results) - failed} passed, {failed} failed ({len(rules)} rules)")
     if failed:
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
 
 
 @rules_group.command("explain")
@@ -114,12 +131,13 @@ def test_cmd(app: App, pack_dir: str | None, rule_ids: tuple[str, ...], verbose:
 @domain_errors
 def explain_cmd(app: App, call_id: str, pack_dir: str | None, show_transcript: bool) -> None:
     """For every rule: fired, passed or not applicable on CALL_ID, and why."""
-    from ..rules.explain import explain_call, render
+    from ..rules.explain import explain, render
+    from ..storage.transcripts import transcript_of
 
     engine = _engine(app, pack_dir)
     with app.session_factory() as session:
-        expl = explain_call(session, engine, call_id)
-    for line in render(expl, show_transcript):
+        transcript = transcript_of(session, call_id)
+    for line in render(explain(engine, transcript), show_transcript):
         click.echo(line)
 
 
@@ -170,8 +188,8 @@ def eval_rules_cmd(app: App, samples_dir: str, pack_dir: str | None, source: str
 
     from sqlalchemy import select
 
-    from ..storage.models import Call
     from ..rules.evaluate import evaluate, read_samples, with_homophone_noise
+    from ..storage.models import Call
     from ..storage.transcripts import current_transcript
 
     engine = _engine(app, pack_dir)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..review import users
+from ..permissions import USER_ROLES
 from .common import App, domain_errors, echo_table, pass_app
 
 CLI_ACTOR = "cli"
@@ -44,15 +44,18 @@ def users_group() -> None:
 
 @users_group.command("add")
 @click.argument("username")
-@click.option("--role", required=True, type=click.Choice(users.USER_ROLES))
+@click.option("--role", required=True, type=click.Choice(USER_ROLES))
 @click.option("--name", "display_name", help="Display name, e.g. 张敏.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
 @pass_app
 @domain_errors
 def users_add(app: App, username: str, role: str, display_name: str | None, password_stdin: bool) -> None:
     """Create an account."""
+    from ..review import users
+    from ..storage import write_session
+
     password = _read_password(password_stdin)
-    with app.session_factory() as session:
+    with write_session(app.session_factory) as session:
         users.create_user(session, CLI_ACTOR, username, role, password, display_name)
         session.commit()
     click.echo(f"user {username} ({role}) created")
@@ -64,7 +67,10 @@ def users_add(app: App, username: str, role: str, display_name: str | None, pass
 @domain_errors
 def users_disable(app: App, username: str) -> None:
     """Disable an account; its open web sessions end at their next request."""
-    with app.session_factory() as session:
+    from ..review import users
+    from ..storage import write_session
+
+    with write_session(app.session_factory) as session:
         users.set_active(session, CLI_ACTOR, username, False)
         session.commit()
     click.echo(f"user {username} disabled")
@@ -76,7 +82,10 @@ def users_disable(app: App, username: str) -> None:
 @domain_errors
 def users_enable(app: App, username: str) -> None:
     """Re-enable a disabled account."""
-    with app.session_factory() as session:
+    from ..review import users
+    from ..storage import write_session
+
+    with write_session(app.session_factory) as session:
         users.set_active(session, CLI_ACTOR, username, True)
         session.commit()
     click.echo(f"user {username} enabled")
@@ -89,8 +98,11 @@ def users_enable(app: App, username: str) -> None:
 @domain_errors
 def users_passwd(app: App, username: str, password_stdin: bool) -> None:
     """Set a new password (ends the user's open web sessions)."""
+    from ..review import users
+    from ..storage import write_session
+
     password = _read_password(password_stdin)
-    with app.session_factory() as session:
+    with write_session(app.session_factory) as session:
         users.set_password(session, CLI_ACTOR, username, password)
         session.commit()
     click.echo(f"password of {username} changed")
@@ -101,6 +113,8 @@ def users_passwd(app: App, username: str, password_stdin: bool) -> None:
 @domain_errors
 def users_list(app: App) -> None:
     """List accounts."""
+    from ..review import users
+
     with app.session_factory() as session:
         rows = [(u.username, u.display_name or "", u.role, "active" if u.active else "disabled")
                 for u in users.list_users(session)]

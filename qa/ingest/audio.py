@@ -20,12 +20,11 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from ..domain import AGENT, CUSTOMER
+from ..domain import AGENT, CUSTOMER, SAMPLE_RATE
 from ..errors import AudioError
 
-log = logging.getLogger("qa.audio")
+log = logging.getLogger(__name__)
 
-TARGET_RATE = 16000
 AUDIO_EXTENSIONS = {".wav": "WAV", ".mp3": "MP3", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG"}
 # A recording whose loudest sample stays under this (about -66 dBFS) carries no speech.
 SILENCE_PEAK = 5e-4
@@ -54,8 +53,8 @@ class AudioInfo:
 class DecodedAudio:
     path: str
     info: AudioInfo
-    channels: tuple[np.ndarray, ...]  # float32, TARGET_RATE
-    sample_rate: int = TARGET_RATE
+    channels: tuple[np.ndarray, ...]  # float32, SAMPLE_RATE
+    sample_rate: int = SAMPLE_RATE
 
     @property
     def duration_s(self) -> float:
@@ -141,7 +140,7 @@ def probe(path: str | Path) -> AudioInfo:
     return info
 
 
-def resample(samples: np.ndarray, source_rate: int, target_rate: int = TARGET_RATE) -> np.ndarray:
+def resample(samples: np.ndarray, source_rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
     if source_rate == target_rate:
         return samples.astype(np.float32, copy=False)
     g = gcd(source_rate, target_rate)

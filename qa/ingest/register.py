@@ -21,12 +21,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import audio
 from ..domain import CHANNEL_LAYOUTS, CallMeta
 from ..errors import AudioError, ManifestError
 from ..storage.models import Call
+from . import audio
 
-log = logging.getLogger("qa.ingest")
+log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ("call_id", "file", "agent_id", "team", "started_at", "direction", "business_line", "channel_layout")
 DIRECTIONS = ("inbound", "outbound")

@@ -33,13 +33,23 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from .execution import ExecContext, StageClock, WorkResult
-from .stages import CallRef
 from .jobs import (
-    JobOutcome, analyze_job, decode_batch, init_worker, log_setup, mark_failed, prepare_job, run_call, warm_job,
+    ExecContext,
+    JobOutcome,
+    StageClock,
+    WorkResult,
+    analyze_job,
+    decode_batch,
+    init_worker,
+    log_setup,
+    mark_failed,
+    prepare_job,
+    run_call,
+    warm_job,
 )
+from .stages import CallRef
 
-log = logging.getLogger("qa.pipeline")
+log = logging.getLogger(__name__)
 
 
 def default_workers() -> int:
@@ -48,7 +58,10 @@ def default_workers() -> int:
 
 
 @dataclass(frozen=True)
-class LocalOptions:
+class ExecutorOptions:
+    """How many worker processes (local) or actors (Ray) do the CPU work, and how far ahead of
+    the decoder they prepare calls."""
+
     workers: int = 0  # CPU worker processes in all; 0: one per core but one
     prefetch: int = 0  # prepared calls kept ahead of the decoder; 0: 2 * calls_per_decode + workers
     calls_per_decode: int = 4  # calls whose speech windows go to the decoder together
@@ -76,7 +89,7 @@ class LocalOptions:
 
 
 class LocalExecutor:
-    def __init__(self, options: LocalOptions = LocalOptions()):
+    def __init__(self, options: ExecutorOptions = ExecutorOptions()):
         options.validate()
         self.options = options
 
@@ -170,7 +183,7 @@ class _Pool:
 
 
 class _Loop:
-    def __init__(self, ctx: ExecContext, prepare: _Pool, analyze: _Pool, options: LocalOptions,
+    def __init__(self, ctx: ExecContext, prepare: _Pool, analyze: _Pool, options: ExecutorOptions,
                  transcribe: Sequence[CallRef], to_analyze: Sequence[CallRef]):
         self.ctx, self.prepare, self.analyze, self.options = ctx, prepare, analyze, options
         self.prep_todo: deque[CallRef] = deque(transcribe)
@@ -179,10 +192,11 @@ class _Loop:
         self.result = WorkResult()
         audio = sum(r.duration_s or 0.0 for r in transcribe)
         progress = ctx.progress
+        chained = transcribe if ctx.analyze_transcribed else ()
         self.clocks = {"prepare": StageClock("prepare", progress, len(transcribe), audio),
                        "transcribe": StageClock("transcribe", progress, len(transcribe), audio),
-                       "analyze": StageClock("analyze", progress, len(transcribe) + len(to_analyze),
-                                             audio + sum(r.duration_s or 0.0 for r in to_analyze))}
+                       "analyze": StageClock("analyze", progress, len(chained) + len(to_analyze),
+                                             sum(r.duration_s or 0.0 for r in (*chained, *to_analyze)))}
         self.busy_s = 0.0
 
     # ------------------------------------------------------------------ bookkeeping
@@ -233,13 +247,14 @@ class _Loop:
         outcome = run_call(self.ctx.factory, ref, "transcribe",
                            lambda s: stages.store_transcript(s, asr, prepared, decoded), self.ctx.retry)
         self._record(outcome)
-        if outcome.ok:
+        if outcome.ok and self.ctx.analyze_transcribed:
             self.ana_todo.append(ref)
 
     def run(self) -> WorkResult:
         ctx, per = self.ctx, self.options.calls_per_decode
         self._top_up()
-        self.analyze.warm()  # rule pack and classifiers load while the first calls are decoded
+        if self.ana_todo or ctx.analyze_transcribed:
+            self.analyze.warm()  # rule pack and classifiers load while the first calls are decoded
         asr = None
         if self.prep_todo or self.prepare.busy:
             started = time.perf_counter()

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Protocol
 
-log = logging.getLogger("qa.pipeline")
+log = logging.getLogger(__name__)
 
 
 class StageProgress(Protocol):

@@ -8,7 +8,7 @@
 Ray Data streams blocks between the stages, so CPU preparation, decoding and analysis overlap
 and its backpressure bounds what is in flight. Each actor owns a database engine and writes
 every call through the same idempotent per-call transactions as the local executor
-(:mod:`qa.workers`), so a crash or a retried Ray task never writes twice. On a cluster the
+(:mod:`qa.pipeline.jobs`), so a crash or a retried Ray task never writes twice. On a cluster the
 database must be reachable from every node (PostgreSQL); SQLite works on a single machine.
 
 Ray is imported only here, and only when ``--executor ray`` is asked for; install it with
@@ -28,14 +28,13 @@ import numpy as np
 
 from ..config import Settings
 from ..errors import ConfigError
-from .execution import ExecContext, WorkResult
-from .local import LocalOptions
 from ..storage.retry import RetryPolicy
+from .jobs import ExecContext, JobOutcome, WorkerState, WorkResult, configure_logging, decode_batch, log_setup
+from .local import ExecutorOptions
 from .runs import StageTiming
 from .stages import CallRef, Stages
-from .jobs import JobOutcome, WorkerState, configure_logging, decode_batch, log_setup
 
-log = logging.getLogger("qa.pipeline")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -145,9 +144,9 @@ def _timing(stage: str, outcomes: list[JobOutcome]) -> StageTiming:
 
 
 class RayExecutor:
-    def __init__(self, address: str | None = None, local: LocalOptions = LocalOptions()):
+    def __init__(self, address: str | None = None, options: ExecutorOptions = ExecutorOptions()):
         self.address = address
-        self.local = local
+        self.options = options
 
     def _init(self, ray) -> None:
         if ray.is_initialized():
@@ -170,24 +169,26 @@ class RayExecutor:
         # one decode actor per GPU, each holding its own model; one CPU actor without GPUs
         n_gpus = int(ray.cluster_resources().get("GPU", 0))
         gpus, n_gpu_actors = (1.0, n_gpus) if n_gpus else (0.0, 1)
-        workers = self.local.n_workers
+        workers = self.options.n_workers
         cpu_pool = dict(batch_size=1, concurrency=(1, workers), num_cpus=0.5, fn_constructor_args=args)
         result = WorkResult()
         started = time.time()
         audio = sum(r.duration_s for r in transcribe)
+        chained = transcribe if ctx.analyze_transcribed else ()
         bars = {"prepare": ctx.progress.stage("prepare", len(transcribe), audio),
                 "transcribe": ctx.progress.stage("transcribe", len(transcribe), audio),
-                "analyze": ctx.progress.stage("analyze", len(transcribe) + len(analyze),
-                                              audio + sum(r.duration_s for r in analyze))}
+                "analyze": ctx.progress.stage("analyze", len(chained) + len(analyze),
+                                              sum(r.duration_s for r in (*chained, *analyze)))}
         if analyze:
             ds = ray.data.from_items([{"item": pickle.dumps(_Item(r))} for r in analyze])
             self._collect(ctx, ds.map_batches(_Analyze, **cpu_pool), result, bars)
         if transcribe:
             ds = ray.data.from_items([{"item": pickle.dumps(_Item(r))} for r in transcribe])
             ds = ds.map_batches(_Prepare, **cpu_pool)
-            ds = ds.map_batches(_Transcribe, batch_size=self.local.calls_per_decode, concurrency=n_gpu_actors,
+            ds = ds.map_batches(_Transcribe, batch_size=self.options.calls_per_decode, concurrency=n_gpu_actors,
                                 num_gpus=gpus, num_cpus=0 if gpus else 1, fn_constructor_args=args)
-            ds = ds.map_batches(_Analyze, **cpu_pool)
+            if ctx.analyze_transcribed:
+                ds = ds.map_batches(_Analyze, **cpu_pool)
             self._collect(ctx, ds, result, bars)
         for bar in bars.values():
             bar.close()

@@ -1,9 +1,12 @@
 """The batch pipeline: ingest -> prepare -> transcribe -> analyze -> score/route -> export+report.
 
-``run_pipeline`` is what ``qa run``, ``qa nightly`` and ``qa demo`` call. It
+``run_pipeline`` is what ``qa run``, ``qa nightly`` and ``qa demo`` call, and the stage
+commands too (``qa transcribe``, ``qa analyze``, ``qa score``: ``steps`` names the stages to
+run, ``call_ids`` the calls). It
 
 * takes the database's run lock (a second concurrent run fails with a LockError naming the
-  holder; the lock of a dead run is taken over);
+  holder; the lock of a dead run is taken over), so a stage command never works beside a
+  nightly run;
 * records a batch run (``running`` at once, so a crashed run stays visible; counts, timings
   per stage and versions at the end);
 * works incrementally: each stage picks only the calls whose ``status`` says its output is
@@ -11,10 +14,11 @@
   stopped, and nothing is written twice (each call's result is one transaction, and the
   tables' unique constraints back that up);
 * isolates failures: a call that fails is marked ``failed`` with its error code and the run
-  goes on; transient database errors are retried with backoff.
+  goes on (:mod:`qa.pipeline.jobs`); transient database errors are retried with backoff.
 
-The prepare/transcribe/analyze stages run on an executor: :class:`~qa.local_executor.LocalExecutor`
-(worker processes, the default) or :class:`~qa.ray_executor.RayExecutor` (``executor="ray"``).
+The prepare/transcribe/analyze stages run on an executor: :class:`~qa.pipeline.local.LocalExecutor`
+(worker processes, the default), :class:`~qa.pipeline.serial.SerialExecutor` (everything in
+this process) or :class:`~qa.pipeline.ray.RayExecutor` (a Ray cluster).
 """
 
 from __future__ import annotations
@@ -27,30 +31,31 @@ from datetime import time as dtime
 from pathlib import Path
 from typing import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import select, true
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import Settings
-from ..errors import LockError, StorageError
-from .execution import ExecContext, Executor, StageClock
+from ..domain import CallStatus
+from ..errors import LockError, NotFound, StorageError
 from ..ingest.register import IngestOptions, IngestReport, ingest, read_manifest, scan_directory
-from .local import LocalExecutor, LocalOptions
+from ..storage import chunked, write_session
 from ..storage.locks import LockOptions, RunLockHandle, acquire
-from ..storage.models import Call, utcnow
-from .progress import NullProgress, Progress
+from ..storage.models import Call, Transcript
 from ..storage.retry import RetryPolicy
+from ..timeutil import utcnow
+from .jobs import ExecContext, Executor, JobOutcome, StageClock, run_call
+from .local import ExecutorOptions, LocalExecutor
+from .progress import NullProgress, Progress
 from .runs import StageTiming, current_versions, finish_run, start_run
-from .stages import Artifacts, CallRef, ExportScope, Stages
+from .stages import Artifacts, CallRef, ExportScope, Stages, WhisperStages
 from .summary import CallFigures, call_figures
-from .jobs import JobOutcome, run_call
 
-log = logging.getLogger("qa.pipeline")
+log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 2
-EXECUTORS = ("local", "ray")
-RUN_KINDS = ("run", "nightly", "demo")
-TO_TRANSCRIBE = ("registered", "prepared")
+EXECUTORS = ("local", "serial", "ray")
+RUN_KINDS = ("run", "nightly", "demo", "transcribe", "analyze", "score")
+STEPS = ("transcribe", "analyze", "score", "export")  # ingest runs when a source is given
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,11 @@ class PipelineOptions:
     day: date | None = None  # labels the export and report (default: today)
     executor: str = "local"
     address: str | None = None  # Ray cluster address (None: start a local Ray instance)
-    local: LocalOptions = LocalOptions()
+    workers: ExecutorOptions = ExecutorOptions()
+    steps: tuple[str, ...] = STEPS  # the stages to run
+    call_ids: tuple[str, ...] = ()  # only these calls (external ids); empty: every call whose work is due
+    force: bool = False  # transcribe again calls that are past transcription
+    reanalyze: bool = False  # analyze every call with a current transcript, not only new ones
     export: bool = True
     export_root: str | None = None  # default: <data_dir>/exports; the run writes <root>/<day>/
     lock: LockOptions = LockOptions()
@@ -76,7 +85,10 @@ class PipelineOptions:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.address and self.executor != "ray":
             raise ValueError("address is only meaningful with executor='ray'")
-        self.local.validate()
+        unknown = [s for s in self.steps if s not in STEPS]
+        if unknown or not self.steps:
+            raise ValueError(f"steps must be some of {', '.join(STEPS)}, got {', '.join(self.steps) or 'none'}")
+        self.workers.validate()
         self.lock.validate()
         self.retry.validate()
 
@@ -87,9 +99,10 @@ class PipelineOptions:
     def as_record(self) -> dict:
         """What the batch-run row keeps of the options."""
         return {"source": self.source, "manifest": self.manifest, "day": self.the_day.isoformat(),
-                "executor": self.executor, "address": self.address, "workers": self.local.n_workers,
-                "prefetch": self.local.n_prefetch, "calls_per_decode": self.local.calls_per_decode,
-                "export": self.export}
+                "executor": self.executor, "address": self.address, "workers": self.workers.n_workers,
+                "prefetch": self.workers.n_prefetch, "calls_per_decode": self.workers.calls_per_decode,
+                "steps": list(self.steps), "call_ids": list(self.call_ids), "force": self.force,
+                "reanalyze": self.reanalyze, "export": self.export}
 
 
 @dataclass(frozen=True)
@@ -108,28 +121,67 @@ class PipelineResult:
     figures: CallFigures
     ingest: dict[str, int] = field(default_factory=dict)
     failures: list[CallFailure] = field(default_factory=list)
+    outcomes: list[JobOutcome] = field(default_factory=list)  # per call and stage, in the order they finished
     versions: dict = field(default_factory=dict)
     artifacts: Artifacts = field(default_factory=Artifacts)
     asr_load_s: float = 0.0
     seconds: float = 0.0
 
-    @property
-    def exit_code(self) -> int:
-        return {"ok": EXIT_OK, "partial": EXIT_PARTIAL}.get(self.status, EXIT_FAILED)
+
+def default_stages() -> Stages:
+    return WhisperStages()
 
 
 def make_executor(options: PipelineOptions) -> Executor:
     if options.executor == "ray":
         from .ray import RayExecutor  # Ray is optional: imported only when asked for
 
-        return RayExecutor(address=options.address, local=options.local)
-    return LocalExecutor(options.local)
+        return RayExecutor(address=options.address, options=options.workers)
+    if options.executor == "serial":
+        from .serial import SerialExecutor
+
+        return SerialExecutor(options.workers)
+    return LocalExecutor(options.workers)
 
 
-def _refs(session: Session, statuses: Sequence[str]) -> list[CallRef]:
-    rows = session.execute(select(Call.id, Call.call_id, Call.file_path, Call.channel_layout, Call.duration_s)
-                           .where(Call.status.in_(statuses)).order_by(Call.id)).all()
-    return [CallRef(pk, cid, path, layout, duration or 0.0) for pk, cid, path, layout, duration in rows]
+def _refs(session: Session, where, call_pks: set[int] | None) -> list[CallRef]:
+    stmt = (select(Call.id, Call.call_id, Call.file_path, Call.channel_layout, Call.duration_s)
+            .where(where).order_by(Call.id))
+    rows = session.execute(stmt).all()
+    return [CallRef(pk, cid, path, layout, duration or 0.0) for pk, cid, path, layout, duration in rows
+            if call_pks is None or pk in call_pks]
+
+
+def _named_calls(session: Session, call_ids: Sequence[str]) -> set[int]:
+    found = dict(row for chunk in chunked(list(call_ids)) for row in session.execute(
+        select(Call.call_id, Call.id).where(Call.call_id.in_(chunk))))
+    missing = [c for c in call_ids if c not in found]
+    if missing:
+        raise NotFound(f"no such call(s): {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""))
+    return set(found.values())
+
+
+@dataclass(frozen=True)
+class Work:
+    transcribe: list[CallRef]
+    analyze: list[CallRef]
+
+
+def select_work(session: Session, options: PipelineOptions) -> Work:
+    """The calls each stage of this run starts with (scoring picks its calls after analysis)."""
+    pks = _named_calls(session, options.call_ids) if options.call_ids else None
+    transcribe: list[CallRef] = []
+    if "transcribe" in options.steps:
+        due = true() if options.force else Call.status == CallStatus.REGISTERED
+        transcribe = _refs(session, due, pks)
+    analyze: list[CallRef] = []
+    if "analyze" in options.steps:
+        due = Call.status == CallStatus.TRANSCRIBED
+        if options.reanalyze:
+            due = Call.id.in_(select(Transcript.call_id).where(Transcript.is_current.is_(True)))
+        queued = {r.pk for r in transcribe}
+        analyze = [r for r in _refs(session, due, pks) if r.pk not in queued]
+    return Work(transcribe, analyze)
 
 
 def _ingest(factory: sessionmaker[Session], settings: Settings, options: PipelineOptions,
@@ -140,16 +192,12 @@ def _ingest(factory: sessionmaker[Session], settings: Settings, options: Pipelin
     clock = StageClock("ingest", progress, len(recordings), 0.0)
     clock.start()
     ingest_options = IngestOptions(default_channel_layout=layout, max_duration_s=settings.max_duration_s)
-    with factory() as session:
-        def tick(outcome) -> None:
-            ref = CallRef(0, outcome.call_id, outcome.path, layout, 0.0)
-            clock.record(JobOutcome(ref, "ingest", outcome.outcome != "failed"))
-
-        report = ingest(session, recordings, ingest_options, progress=tick)
+    with write_session(factory) as session:
+        report = ingest(session, recordings, ingest_options,
+                        progress=lambda outcome: clock.tick(outcome.outcome != "failed", 0.0))
         ids = [o.call_id for o in report.outcomes]
-        # chunks: SQLite caps the parameters of one statement
-        rows = [row for i in range(0, len(ids), 500) for row in session.execute(
-            select(Call.id, Call.duration_s).where(Call.call_id.in_(ids[i:i + 500])))]
+        rows = [row for chunk in chunked(ids) for row in session.execute(
+            select(Call.id, Call.duration_s).where(Call.call_id.in_(chunk)))]
     timing = clock.close()
     timing.audio_s = sum(d or 0.0 for _, d in rows)
     return report, timing, {pk for pk, _ in rows}
@@ -161,7 +209,7 @@ def _score_route(ctx: ExecContext, refs: list[CallRef]) -> tuple[list[JobOutcome
     for ref in refs:
         clock.start()
         outcome = run_call(ctx.factory, ref, "score",
-                           lambda s, pk=ref.pk: ctx.stages.score_route(s, ctx.settings, [pk]), ctx.retry)
+                           lambda s, pk=ref.pk: ctx.stages.score_route(s, ctx.settings, pk), ctx.retry)
         clock.record(outcome)
         outcomes.append(outcome)
     return outcomes, clock.close()
@@ -173,12 +221,12 @@ def export_scope(session: Session, options: PipelineOptions, call_pks: Sequence[
     folder scan has no metadata). ``None`` when the run has no calls to export."""
     day = options.the_day
     if options.day is not None:
-        start = datetime.combine(day, dtime.min)
+        start = datetime.combine(day, dtime.min, tzinfo=utcnow().tzinfo)
         return ExportScope(day, start, start + timedelta(days=1))
     if not call_pks:
         return None
-    starts = [row[0] for i in range(0, len(call_pks), 500) for row in session.execute(
-        select(Call.started_at).where(Call.id.in_(list(call_pks[i:i + 500]))))]
+    starts = [row[0] for chunk in chunked(list(call_pks)) for row in session.execute(
+        select(Call.started_at).where(Call.id.in_(chunk)))]
     if any(s is None for s in starts):
         return ExportScope(day)
     return ExportScope(day, min(starts), max(starts) + timedelta(seconds=1))
@@ -204,7 +252,8 @@ def _still_ours(lock: RunLockHandle) -> None:
 
 def _work(factory: sessionmaker[Session], settings: Settings, options: PipelineOptions, stages: Stages,
           progress: Progress, run_id: int, started: datetime, lock: RunLockHandle) -> PipelineResult:
-    ctx = ExecContext(settings=settings, stages=stages, factory=factory, progress=progress, retry=options.retry)
+    ctx = ExecContext(settings=settings, stages=stages, factory=factory, progress=progress, retry=options.retry,
+                      analyze_transcribed="analyze" in options.steps)
     t0 = time.perf_counter()
     timings: list[StageTiming] = []
     scope: set[int] = set()
@@ -218,26 +267,29 @@ def _work(factory: sessionmaker[Session], settings: Settings, options: PipelineO
         ingest_counts["missing"] = len(missing)
 
     with factory() as session:
-        to_transcribe, to_analyze = _refs(session, TO_TRANSCRIBE), _refs(session, ("transcribed",))
-    log.info("work: %d calls to transcribe, %d to analyze", len(to_transcribe), len(to_analyze),
-             extra={"qa_to_transcribe": len(to_transcribe), "qa_to_analyze": len(to_analyze)})
+        work = select_work(session, options)
+    log.info("work: %d calls to transcribe, %d to analyze", len(work.transcribe), len(work.analyze),
+             extra={"qa_to_transcribe": len(work.transcribe), "qa_to_analyze": len(work.analyze)})
     _still_ours(lock)
-    work = make_executor(options).run(ctx, to_transcribe, to_analyze)
-    timings.extend(work.timings)
-    outcomes = list(work.outcomes)
+    done = make_executor(options).run(ctx, work.transcribe, work.analyze)
+    timings.extend(done.timings)
+    outcomes = list(done.outcomes)
 
     _still_ours(lock)
-    with factory() as session:
-        to_score = _refs(session, ("analyzed",))
-    if to_score:
-        score_outcomes, timing = _score_route(ctx, to_score)
-        outcomes.extend(score_outcomes)
-        timings.append(timing)
+    if "score" in options.steps:
+        with factory() as session:
+            pks = _named_calls(session, options.call_ids) if options.call_ids else None
+            to_score = _refs(session, Call.status == CallStatus.ANALYZED, pks)
+        if to_score:
+            score_outcomes, timing = _score_route(ctx, to_score)
+            outcomes.extend(score_outcomes)
+            timings.append(timing)
 
     scope |= {o.ref.pk for o in outcomes}
     with factory() as session:
         figures = call_figures(session, sorted(scope))
-        window = export_scope(session, options, sorted(scope)) if options.export else None
+        exporting = options.export and "export" in options.steps
+        window = export_scope(session, options, sorted(scope)) if exporting else None
     artifacts = Artifacts()
     _still_ours(lock)
     if window is not None:
@@ -249,27 +301,21 @@ def _work(factory: sessionmaker[Session], settings: Settings, options: PipelineO
     with factory() as session:
         versions = current_versions(session, since=started)
     return PipelineResult(run_id=run_id, status="partial" if partial else "ok", timings=timings, figures=figures,
-                          ingest=ingest_counts, failures=failures, versions=versions, artifacts=artifacts,
-                          asr_load_s=work.asr_load_s, seconds=time.perf_counter() - t0)
-
-
-def _default_stages() -> Stages:
-    from .stage_impl import default_stages  # the real stages pull in torch, whisper, jieba ...
-
-    return default_stages()
+                          ingest=ingest_counts, failures=failures, outcomes=outcomes, versions=versions,
+                          artifacts=artifacts, asr_load_s=done.asr_load_s, seconds=time.perf_counter() - t0)
 
 
 def run_pipeline(factory: sessionmaker[Session], settings: Settings, options: PipelineOptions = PipelineOptions(),
                  *, stages: Stages | None = None, progress: Progress | None = None) -> PipelineResult:
-    """Run every stage over what is new or unfinished. Raises a :class:`QAError` when the run
-    itself fails (lock held, database unreachable, model or rule pack cannot load); the batch
-    run is recorded as ``failed`` with the error first."""
+    """Run the chosen stages over what is new or unfinished. Raises a :class:`QAError` when the
+    run itself fails (lock held, database unreachable, model or rule pack cannot load); the
+    batch run is recorded as ``failed`` with the error first."""
     options.validate()
-    stages = stages or _default_stages()
+    stages = stages or default_stages()
     progress = progress or NullProgress()
     with acquire(factory, options.lock, purpose=options.kind) as lock:
         try:
-            with factory() as session:
+            with write_session(factory) as session:
                 run_id = start_run(session, options.kind, options.as_record())
                 started = utcnow()
         except SQLAlchemyError as e:
@@ -281,7 +327,7 @@ def run_pipeline(factory: sessionmaker[Session], settings: Settings, options: Pi
             if isinstance(e, SQLAlchemyError):
                 raise StorageError(f"the run failed on a database error: {e}") from e
             raise
-        with factory() as session:
+        with write_session(factory) as session:
             finish_run(session, run_id, status=result.status, counts=result.figures.as_counts(result.ingest),
                        timings=result.timings, versions=result.versions,
                        extra_timings={"asr_load_s": round(result.asr_load_s, 3), "total_s": round(result.seconds, 3)})
@@ -295,7 +341,7 @@ def _record_failure(factory: sessionmaker[Session], run_id: int, error: BaseExce
     message = f"{type(error).__name__}: {error}"
     log.error("run %d failed: %s", run_id, message)
     try:
-        with factory() as session:
+        with write_session(factory) as session:
             finish_run(session, run_id, status="failed", counts={}, timings=[], versions={}, error=message)
     except SQLAlchemyError as e:
         # the error that stopped the run matters more than its record; the row stays 'running'

@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..storage.models import Analysis, Assessment, BatchRun, Transcript, utcnow
+from ..storage.models import Analysis, Assessment, BatchRun, Transcript
+from ..timeutil import utcnow
 
 RUN_STATUSES = ("running", "ok", "partial", "failed")
 
@@ -83,11 +84,6 @@ class RunSummary:
         return (self.finished_at - self.started_at).total_seconds()
 
 
-def _aware(ts: datetime | None) -> datetime | None:
-    # SQLite returns naive datetimes; they were stored in UTC
-    return ts if ts is None or ts.tzinfo else ts.replace(tzinfo=timezone.utc)
-
-
 def start_run(session: Session, kind: str, options: dict) -> int:
     """Insert a ``running`` row and commit it; returns its id."""
     run = BatchRun(kind=kind, status="running", started_at=utcnow(), host=socket.gethostname(), pid=os.getpid(),
@@ -139,8 +135,8 @@ def current_versions(session: Session, since: datetime | None = None) -> dict:
 
 def _summary(run: BatchRun) -> RunSummary:
     stages = (run.timings or {}).get("stages", [])
-    return RunSummary(id=run.id, kind=run.kind, status=run.status, started_at=_aware(run.started_at),
-                      finished_at=_aware(run.finished_at), host=run.host, pid=run.pid, options=run.options or {},
+    return RunSummary(id=run.id, kind=run.kind, status=run.status, started_at=run.started_at,
+                      finished_at=run.finished_at, host=run.host, pid=run.pid, options=run.options or {},
                       counts=run.counts or {}, timings=[StageTiming.from_dict(d) for d in stages],
                       versions=run.versions or {}, error=run.error)
 

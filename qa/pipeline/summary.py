@@ -9,10 +9,8 @@ from typing import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ..storage import chunked
 from ..storage.models import Analysis, Assessment, Call, Finding, ReviewItem, Transcript, UtteranceRow
-
-# SQLite limits bound parameters per statement; large nights are queried in chunks
-_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -60,8 +58,8 @@ def call_figures(session: Session, call_pks: Sequence[int]) -> CallFigures:
     """Figures over the calls with these primary keys (current transcripts, analyses and
     assessments only: superseded history is not counted)."""
     fig = CallFigures()
-    for i in range(0, len(call_pks), _CHUNK):
-        pks = list(call_pks[i:i + _CHUNK])
+    for chunk in chunked(list(call_pks)):
+        pks = list(chunk)
         fig.calls += len(pks)
         fig.audio_s += session.scalar(select(func.coalesce(func.sum(Call.duration_s), 0.0))
                                       .where(Call.id.in_(pks))) or 0.0

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps, font_manager
+
 # Figures are built without pyplot: savefig on a bare Figure renders with Agg whatever the
 # process's interactive backend is, and no global pyplot state is touched.
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-log = logging.getLogger("qa.report")
+log = logging.getLogger(__name__)
 
 # File-name stems of system fonts that cover Simplified Chinese: Debian/Ubuntu fonts-noto-cjk
 # (NotoSansCJK-Regular.ttc), Fedora/Arch google-noto-sans-cjk (NotoSansCJKsc-Regular.otf,

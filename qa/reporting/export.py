@@ -21,18 +21,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import __version__
-from ..storage import is_sqlite
 from ..errors import ExportError, PermissionDenied
+from ..permissions import can, roles_for
+from ..redact import redact_text
+from ..storage import is_sqlite, reading_bind
+from ..storage.models import AuditEvent, User
 from .manifest import FileCheck, ManifestCheck, file_entries, manifest_path, verify_manifest, write_manifest
 from .records import ExportFilters, iso, iter_call_id_chunks, load_chunk
 from .writers import WRITERS, ExportCounts
-from ..storage.models import AuditEvent, User
-from ..redact import redact_text
 
-log = logging.getLogger("qa.export")
+log = logging.getLogger(__name__)
 
 FORMATS = tuple(WRITERS)
-UNREDACTED_ROLES = ("auditor", "admin")
+UNREDACTED_ROLES = roles_for("export.unredacted")
 
 __all__ = ["ExportFilters", "ExportOptions", "ExportResult", "FileCheck", "ManifestCheck", "FORMATS",
            "authorize_unredacted", "export_calls", "find_export_event", "verify_manifest"]
@@ -73,7 +74,7 @@ def authorize_unredacted(session: Session, username: str | None) -> User:
                                f"{' or '.join(UNREDACTED_ROLES)} may export without redaction")
     if not user.active:
         raise PermissionDenied(f"user {username!r} is deactivated")
-    if user.role not in UNREDACTED_ROLES:
+    if not can(user.role, "export.unredacted"):
         raise PermissionDenied(f"user {username!r} has role {user.role}; exports without redaction need role "
                                f"{' or '.join(UNREDACTED_ROLES)}")
     return user
@@ -105,7 +106,7 @@ def export_calls(session: Session, out: Path, filters: ExportFilters, options: E
     # The export reads through its own session on the caller's engine: a long export then
     # holds no read snapshot in the caller's transaction, which on SQLite would make the
     # audit append below fail ("database is busy") once any other writer has committed.
-    with Session(bind=session.get_bind()) as reader:
+    with Session(bind=reading_bind(session)) as reader:
         if not is_sqlite(session):
             # One snapshot for the whole export, so the manifest's counts match the files
             # even while the pipeline writes (SQLite transactions are snapshots already).

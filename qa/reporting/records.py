@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
+from ..domain import CALL_STATUSES, TIERS
 from ..storage.models import (
-    CALL_STATUSES,
     Analysis,
     Assessment,
     Call,
@@ -29,8 +29,7 @@ from ..storage.models import (
     Transcript,
     UtteranceRow,
 )
-
-TIERS = ("T1", "T2", "T3")
+from ..timeutil import as_utc
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class ExportFilters:
     statuses: tuple[str, ...] = ()
 
     def validate(self) -> None:
-        if self.since and self.until and _aware(self.since) >= _aware(self.until):
+        if self.since and self.until and as_utc(self.since) >= as_utc(self.until):
             raise ValueError(f"--since ({self.since.isoformat()}) must be before --until ({self.until.isoformat()})")
         bad = [t for t in self.tiers if t not in TIERS]
         if bad:
@@ -62,13 +61,10 @@ class ExportFilters:
                 "statuses": list(self.statuses)}
 
 
-def _aware(ts: datetime) -> datetime:
-    # SQLite returns naive datetimes for values stored as UTC.
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts
 
 
 def iso(ts: datetime | None) -> str | None:
-    return None if ts is None else _aware(ts).astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return None if ts is None else as_utc(ts).isoformat().replace("+00:00", "Z")
 
 
 def _current_analysis_ids():
@@ -224,8 +220,7 @@ def _review_items(session: Session, ids: list[int], current_assessments: set[int
 
 
 def _review_doc(item, decisions: list, redact: Callable[[str | None], str | None], now: datetime) -> dict[str, Any]:
-    due = _aware(item.due_at) if item.due_at else None
-    decided = _aware(item.closed_at) if item.closed_at else None
+    due, decided = item.due_at, item.closed_at
     return {
         "status": item.status, "tier": item.tier, "reason": item.reason, "verdict": item.verdict,
         "reviewer": item.closed_by, "decided_at": iso(decided), "final_score": item.final_score,

@@ -20,14 +20,22 @@ from sqlalchemy.orm import Session
 
 from .. import __version__
 from ..errors import ExportError
-from ..storage.models import Analysis, Assessment, Call, ClassifierScore, Finding, ReviewDecision, ReviewItem, Transcript
 from ..rules.taxonomy import load_taxonomy
-from .charts import BAD, GOOD, LATE, NEUTRAL, WAITING, Chart, cjk_font, heatmap, interval_bars, stacked_bars, \
-    value_bars
+from ..storage.models import (
+    Analysis,
+    Assessment,
+    Call,
+    ClassifierScore,
+    Finding,
+    ReviewDecision,
+    ReviewItem,
+    Transcript,
+)
+from ..timeutil import as_utc
+from .charts import BAD, GOOD, LATE, NEUTRAL, WAITING, Chart, cjk_font, heatmap, interval_bars, stacked_bars, value_bars
 
-log = logging.getLogger("qa.report")
+log = logging.getLogger(__name__)
 
-TIERS = ("T1", "T2", "T3")
 MAX_AGENT_BARS = 25
 # Rows of the daily grids and bars of the precision chart; the tables list every one.
 MAX_HEATMAP_TEAMS = 20
@@ -47,7 +55,7 @@ class ReportOptions:
     top_n: int = 10
 
     def validate(self) -> None:
-        if _aware(self.since) >= _aware(self.until):
+        if as_utc(self.since) >= as_utc(self.until):
             raise ValueError(f"since ({self.since.isoformat()}) must be before until ({self.until.isoformat()})")
         if not 1 <= self.top_n <= 50:
             raise ValueError(f"top_n must be between 1 and 50, got {self.top_n}")
@@ -146,8 +154,6 @@ class Report:
     generated_at: datetime
 
 
-def _aware(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts
 
 
 def _day(value) -> str:
@@ -253,9 +259,10 @@ def _miss_rate(session: Session, in_window, unflagged_calls: int) -> MissRate | 
     :mod:`qa.calibration`) that an inspector found faulty: a fail verdict or an added finding.
     Counted over the calls started in the period, like every other figure of the report,
     whenever they were reviewed: a day's sample is mostly reviewed on the days after."""
-    from ..review.calibration import REVIEWED_STATUSES, wilson_interval
+    from ..review.calibration import wilson_interval
+    from ..review.items import REVIEWED
 
-    sample = and_(ReviewItem.reason == "calibration", ReviewItem.status.in_(REVIEWED_STATUSES),
+    sample = and_(ReviewItem.reason == "calibration", ReviewItem.status.in_(REVIEWED),
                   ReviewItem.call_id.in_(in_window))
     reviewed = session.scalar(select(func.count()).select_from(ReviewItem).where(sample))
     if not reviewed:

@@ -1,5 +1,35 @@
-"""The review workflow: routing into tiered queues, claims, decisions, appeals, calibration,
-and the people who do it."""
+"""The review workflow: routing assessed calls into tiered queues (:mod:`.routing`), claims
+and assignment (:mod:`.queue`), decisions and verdicts (:mod:`.decisions`), appeals
+(:mod:`.appeals`), calibration (:mod:`.calibration`) and the accounts of the people who do it
+(:mod:`.users`). The names below are the workflow's public API (``from qa import review``).
 
-from .queue import *  # noqa: F401,F403 - the package is the review API
-from .queue import __all__  # noqa: F401
+Every function takes the caller's write session and an :class:`~qa.permissions.Actor`; the
+caller commits. Each action writes its audit event in the same transaction.
+"""
+
+from ..domain import TIERS
+from ..permissions import Actor
+from .appeals import APPEAL_OUTCOMES, decide_appeal, find_appeal, open_appeal
+from .decisions import DECISIONS, VERDICTS, add_finding, close, decide
+from .items import FindingView, ItemDetail, categories, get_item, item_findings, load_item
+from .queue import (
+    QueueEntry,
+    ReviewPolicy,
+    TierCount,
+    assign,
+    assign_round_robin,
+    claim,
+    claim_next,
+    expire_claims,
+    list_queue,
+    next_open_query,
+    queue_counts,
+    release,
+)
+
+__all__ = [
+    "APPEAL_OUTCOMES", "DECISIONS", "TIERS", "VERDICTS", "Actor", "FindingView", "ItemDetail", "QueueEntry",
+    "ReviewPolicy", "TierCount", "add_finding", "assign", "assign_round_robin", "categories", "claim", "claim_next",
+    "close", "decide", "decide_appeal", "expire_claims", "find_appeal", "get_item", "item_findings", "list_queue",
+    "load_item", "next_open_query", "open_appeal", "queue_counts", "release",
+]

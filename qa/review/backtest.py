@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..storage.models import Analysis, Call, Finding, ReviewDecision, Transcript
 from ..rules.engine import RuleEngine
+from ..storage.models import Analysis, Call, Finding, ReviewDecision, Transcript
 from ..storage.transcripts import current_transcript
 
 

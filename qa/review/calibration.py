@@ -14,7 +14,7 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Sequence
 
 from sqlalchemy import func, select
@@ -22,18 +22,24 @@ from sqlalchemy.orm import Session
 
 from .. import audit
 from ..errors import NotFound, PermissionDenied, ReviewError
-from ..storage.models import Assessment, CalibrationSession, CalibrationVote, Call, Finding, ReviewDecision, ReviewItem, User
-from .queue import DECISIONS, REVIEWER_ROLES, SUPERVISOR_ROLES, VERDICTS, Actor
+from ..permissions import Actor, can
+from ..storage.models import (
+    Assessment,
+    CalibrationSession,
+    CalibrationVote,
+    Call,
+    Finding,
+    ReviewDecision,
+    ReviewItem,
+    User,
+)
+from ..timeutil import utc_or_now
+from .decisions import DECISIONS, VERDICTS
+from .items import REVIEWED
 
-log = logging.getLogger("qa.review")
+log = logging.getLogger(__name__)
 
 Z95 = 1.959963984540054
-REVIEWED_STATUSES = ("closed", "appealed", "appeal_decided")
-
-
-def _now(now: datetime | None) -> datetime:
-    now = now or datetime.now(timezone.utc)
-    return now if now.tzinfo else now.replace(tzinfo=timezone.utc)
 
 
 # --- statistics ------------------------------------------------------------------------------
@@ -98,23 +104,20 @@ def fleiss_kappa(items: Sequence[Sequence[str]]) -> float | None:
 def start_session(session: Session, actor: Actor, name: str, call_ids: Sequence[int], inspectors: Sequence[str],
                   now: datetime | None = None) -> CalibrationSession:
     """A senior (or admin) sets the calls (``calls.id``) and the inspectors who judge them."""
-    actor.validate()
-    if actor.role not in SUPERVISOR_ROLES:
-        raise PermissionDenied(f"{actor.username} ({actor.role}) may not start calibration sessions")
+    actor.require("calibration.manage", "start calibration sessions")
     inspectors = sorted(set(inspectors))
     call_ids = sorted(set(int(c) for c in call_ids))
     if len(inspectors) < 2:
         raise ValueError("a calibration session needs at least two inspectors")
     if not call_ids or not name.strip():
         raise ValueError("a calibration session needs a name and at least one call")
-    now = _now(now)
-    audit.lock_for_write(session)
+    now = utc_or_now(now)
     known = set(session.scalars(select(Call.id).where(Call.id.in_(call_ids))))
     if missing := [c for c in call_ids if c not in known]:
         raise NotFound(f"calls {missing} do not exist")
     users = {u.username: u for u in session.scalars(select(User).where(User.username.in_(inspectors)))}
     # Inspectors not in the users table are allowed (CLI use before logins exist), inactive ones not.
-    if inactive := [u for u in inspectors if u in users and (not users[u].active or users[u].role not in REVIEWER_ROLES)]:
+    if inactive := [u for u in inspectors if u in users and (not users[u].active or not can(users[u].role, "calibration.vote"))]:
         raise ReviewError(f"not active inspectors: {', '.join(inactive)}", code="calibration.inspector")
     if session.scalar(select(CalibrationSession.id).where(CalibrationSession.name == name)) is not None:
         raise ReviewError(f"calibration session {name!r} exists already", code="calibration.exists")
@@ -152,8 +155,7 @@ def vote(session: Session, actor: Actor, session_id: int, call_id: int, item_key
     actor.validate()
     if value not in allowed_values(item_key):
         raise ValueError(f"{item_key} takes {' or '.join(allowed_values(item_key))}, got {value!r}")
-    now = _now(now)
-    audit.lock_for_write(session)
+    now = utc_or_now(now)
     cs = _load_session(session, session_id)
     if cs.status != "open":
         raise ReviewError(f"calibration session {cs.name} is {cs.status}", code="calibration.closed")
@@ -182,11 +184,8 @@ def vote(session: Session, actor: Actor, session_id: int, call_id: int, item_key
 
 
 def close_session(session: Session, actor: Actor, session_id: int, now: datetime | None = None) -> CalibrationSession:
-    actor.validate()
-    if actor.role not in SUPERVISOR_ROLES:
-        raise PermissionDenied(f"{actor.username} ({actor.role}) may not close calibration sessions")
-    now = _now(now)
-    audit.lock_for_write(session)
+    actor.require("calibration.manage", "close calibration sessions")
+    now = utc_or_now(now)
     cs = _load_session(session, session_id)
     if cs.status != "open":
         raise ReviewError(f"calibration session {cs.name} is {cs.status}", code="calibration.closed")
@@ -285,7 +284,7 @@ def miss_rate(session: Session, *, since: datetime | None = None, until: datetim
     """Of the reviewed calibration-sample items (closed, by ``closed_at`` in [since, until)),
     the share an inspector found faulty: a fail verdict or a finding the inspector added.
     Per category: the share with an added finding of that category."""
-    stmt = select(ReviewItem).where(ReviewItem.reason == "calibration", ReviewItem.status.in_(REVIEWED_STATUSES))
+    stmt = select(ReviewItem).where(ReviewItem.reason == "calibration", ReviewItem.status.in_(REVIEWED))
     if since is not None:
         stmt = stmt.where(ReviewItem.closed_at >= since)
     if until is not None:

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..storage.models import Analysis, Call, Finding, ReviewDecision, Transcript, UtteranceRow
 from ..classifiers.corpus import Example
+from ..classifiers.roles import ROLE_MODEL
 from ..classifiers.specs import spec_for
+from ..storage.models import Analysis, Call, Finding, ReviewDecision, Transcript, UtteranceRow
 
-log = logging.getLogger("qa.classify")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -144,3 +145,19 @@ def harvest_stereo_roles(session: Session, limit: int = MAX_STEREO_UTTERANCES) -
     for e in examples:
         per_label[e.label] = per_label.get(e.label, 0) + 1
     return examples, {"stereo_utterances": len(examples), "examples": per_label, "limit": limit}
+
+
+def review_examples(session: Session, models: Sequence[str]) -> dict[str, tuple[tuple[Example, ...], dict[str, Any]]]:
+    """What the database teaches each of ``models``, for :func:`qa.classifiers.training.train`:
+    model -> (examples, summary for its card). Inspectors' decisions teach the complaint,
+    dissatisfaction and conduct models, stereo calls' utterances the role model."""
+    harvest = harvest_reviews(session, tuple(models))
+    out: dict[str, tuple[tuple[Example, ...], dict[str, Any]]] = {}
+    for name in models:
+        if name == ROLE_MODEL:
+            out[name] = harvest_stereo_roles(session)
+        else:
+            out[name] = (harvest.examples.get(name, ()),
+                         harvest.summary.get(name) or {"decisions": {}, "examples": {}, "categories": [],
+                                                       "note": "no finding category teaches this model"})
+    return out

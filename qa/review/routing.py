@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Iterable, Sequence
 
 from sqlalchemy import select, update
@@ -26,11 +26,14 @@ from .. import audit
 from ..config import Settings
 from ..domain import SEVERITIES
 from ..errors import NotFound, QAError
-from ..storage.models import Analysis, Assessment, Call, ClassifierScore, Finding, ReviewItem, User
+from ..rules.scorecard import card_from_json, score_findings
+from ..storage.models import Analysis, Assessment, Call, CallStatus, ClassifierScore, ReviewItem, ReviewStatus
+from ..timeutil import utc_or_now
+from .items import scored
+from .users import assignment_order
 
-log = logging.getLogger("qa.scoring")
+log = logging.getLogger(__name__)
 
-TIERS = ("T1", "T2", "T3")
 SYSTEM_ACTOR = "system"
 
 
@@ -47,11 +50,6 @@ class TierPolicy:
     complaint_positive_labels: tuple[str, ...] = ("complaint", "high", "risk", "yes", "true", "1", "positive")
     calibration_rate: float = 0.02
     calibration_seed: int = 20261123
-    # Score: 100 minus a deduction per finding by severity; a fatal finding makes it 0
-    # (a fatal item fails the whole call, as in Genesys/useasy scorecards).
-    major_deduction: float = 10.0
-    minor_deduction: float = 3.0
-    fatal_zeroes_score: bool = True
     # Round-robin assignment of new review items among active inspectors.
     auto_assign: bool = False
 
@@ -63,8 +61,6 @@ class TierPolicy:
             raise ValueError(f"complaint_risk_threshold must be between 0 and 1, got {self.complaint_risk_threshold}")
         if not 0.0 <= self.calibration_rate <= 1.0:
             raise ValueError(f"calibration_rate must be between 0 and 1, got {self.calibration_rate}")
-        if self.major_deduction < 0 or self.minor_deduction < 0:
-            raise ValueError("deductions must not be negative")
         if not self.complaint_model:
             raise ValueError("complaint_model must be named")
 
@@ -77,6 +73,7 @@ class TierPolicy:
             complaint_risk_threshold=settings.complaint_risk_threshold,
             calibration_rate=settings.calibration_rate,
             calibration_seed=settings.calibration_seed,
+            auto_assign=settings.auto_assign,
             **overrides,
         )
         policy.validate()
@@ -96,26 +93,12 @@ class TierPolicy:
     def sla_hours(self, tier: str) -> float:
         return {"T1": self.tier1_sla_hours, "T2": self.tier2_sla_hours, "T3": self.tier3_sla_hours}[tier]
 
-    def deduction(self, severity: str) -> float:
-        return {"fatal": 100.0, "major": self.major_deduction, "minor": self.minor_deduction}[severity]
-
 
 def in_calibration_sample(seed: int, recording_sha256: str, rate: float) -> bool:
     """Reproducible draw: the same seed and recording always give the same answer, and about
     ``rate`` of all recordings are drawn. Independent of batch order and of the database."""
     digest = hashlib.sha256(f"{seed}:{recording_sha256}".encode("ascii")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < rate
-
-
-def score_findings(findings: Iterable[Finding], policy: TierPolicy) -> float:
-    """100 minus the deductions of ``findings`` (never below 0); 0 with a fatal finding when
-    the policy says fatal items zero the score."""
-    total = 100.0
-    for f in findings:
-        if f.severity == "fatal" and policy.fatal_zeroes_score:
-            return 0.0
-        total -= policy.deduction(f.severity)
-    return max(0.0, round(total, 2))
 
 
 def complaint_risk(scores: Iterable[ClassifierScore], policy: TierPolicy) -> float | None:
@@ -140,11 +123,6 @@ def current_analysis(session: Session, call: Call) -> Analysis:
         raise NotFound(f"call {call.call_id} has no current analysis (run qa analyze first)",
                        code="scoring.no_analysis")
     return analysis
-
-
-def _now(now: datetime | None) -> datetime:
-    now = now or datetime.now(timezone.utc)
-    return now if now.tzinfo else now.replace(tzinfo=timezone.utc)
 
 
 def assess_call(session: Session, call: Call, policy: TierPolicy, now: datetime | None = None) -> Assessment:
@@ -185,36 +163,23 @@ def assess_call(session: Session, call: Call, policy: TierPolicy, now: datetime 
                                                      policy.calibration_rate)
     if sample:
         reasons.append("calibration_sample")
-    score = analysis.score if analysis.score is not None else score_findings(findings, policy)
+    if analysis.score is not None:
+        score = analysis.score
+    else:  # an analysis stored without its score: the pack's formula over its findings
+        score, _ = score_findings(card_from_json((analysis.scorecard or {}).get("card")),
+                                  [scored(f, analysis) for f in findings])
 
     session.execute(update(Assessment).where(Assessment.call_id == call.id, Assessment.is_current.is_(True))
                     .values(is_current=False))
     assessment = Assessment(
         call_id=call.id, analysis_id=analysis.id, score=float(score), fatal=bool(by_sev["fatal"]), tier=tier,
         reasons=reasons, policy=policy.as_dict(), policy_sha256=sha, calibration_sample=sample,
-        is_current=True, created_at=_now(now),
+        is_current=True, created_at=utc_or_now(now),
     )
     session.add(assessment)
     session.flush()
     log.debug("call %s assessed: tier %s score %.1f", call.call_id, tier, assessment.score)
     return assessment
-
-
-def _next_inspector(session: Session) -> str | None:
-    """Round robin: the active inspector who was given an item longest ago (or never)."""
-    inspectors = list(session.scalars(
-        select(User.username).where(User.active.is_(True), User.role.in_(("inspector", "senior")))
-        .order_by(User.username)
-    ))
-    if not inspectors:
-        return None
-    last = session.scalars(
-        select(ReviewItem.assigned_to).where(ReviewItem.assigned_to.in_(inspectors))
-        .order_by(ReviewItem.id.desc()).limit(1)
-    ).first()
-    if last is None:
-        return inspectors[0]
-    return inspectors[(inspectors.index(last) + 1) % len(inspectors)]
 
 
 def route(session: Session, assessment: Assessment, policy: TierPolicy, now: datetime | None = None) -> ReviewItem | None:
@@ -227,32 +192,30 @@ def route(session: Session, assessment: Assessment, policy: TierPolicy, now: dat
     existing = session.scalars(select(ReviewItem).where(ReviewItem.assessment_id == assessment.id)).first()
     if existing is not None:
         return existing
-    now = _now(now)
+    now = utc_or_now(now)
     # Sampled calls are worked like the lowest tier; ``reason`` keeps them apart in reports.
     tier = assessment.tier or "T3"
     reason = "flagged" if assessment.tier else "calibration"
     due = now + timedelta(hours=policy.sla_hours(tier))
-    audit.lock_for_write(session)
     stale = session.scalars(select(ReviewItem).where(ReviewItem.call_id == assessment.call_id,
-                                                     ReviewItem.status == "open")
+                                                     ReviewItem.status == ReviewStatus.OPEN)
                             .order_by(ReviewItem.id).limit(1).with_for_update()).first()
     if stale is not None:
         # A re-analysis of a call nobody has started on: the waiting item follows the new
         # assessment instead of queueing the call twice, and keeps its earlier due time.
         before = {"assessment_id": stale.assessment_id, "tier": stale.tier, "reason": stale.reason,
                   "due_at": stale.due_at}
-        stale_due = stale.due_at if stale.due_at.tzinfo else stale.due_at.replace(tzinfo=timezone.utc)
         stale.assessment_id, stale.tier, stale.reason = assessment.id, tier, reason
-        stale.priority, stale.due_at = _priority(assessment), min(stale_due, due)
+        stale.priority, stale.due_at = _priority(assessment), min(stale.due_at, due)
         session.flush()
         audit.append(session, SYSTEM_ACTOR, "review.requeue", "review_item", stale.id, before,
                      {"assessment_id": assessment.id, "tier": tier, "reason": reason, "due_at": stale.due_at,
                       "reasons": assessment.reasons}, now=now)
         return stale
     item = ReviewItem(
-        call_id=assessment.call_id, assessment_id=assessment.id, tier=tier, reason=reason, status="open",
-        priority=_priority(assessment), due_at=due,
-        assigned_to=_next_inspector(session) if policy.auto_assign else None, created_at=now,
+        call_id=assessment.call_id, assessment_id=assessment.id, tier=tier, reason=reason, status=ReviewStatus.OPEN,
+        priority=_priority(assessment), due_at=due, assigned_to=_next_assignee(session) if policy.auto_assign else None,
+        created_at=now,
     )
     session.add(item)
     session.flush()
@@ -261,6 +224,12 @@ def route(session: Session, assessment: Assessment, policy: TierPolicy, now: dat
                   "reason": item.reason, "due_at": item.due_at, "assigned_to": item.assigned_to,
                   "reasons": assessment.reasons}, now=now)
     return item
+
+
+def _next_assignee(session: Session) -> str | None:
+    """Round robin: the active inspector whose turn it is (or nobody when there is none)."""
+    order = assignment_order(session)
+    return order[0] if order else None
 
 
 def _priority(assessment: Assessment) -> float:
@@ -301,33 +270,31 @@ class RouteReport:
         return counts
 
 
-def score_and_route(session: Session, call_ids: Sequence[int] | None = None, policy: TierPolicy | None = None,
+def score_and_route(session: Session, policy: TierPolicy, call_pks: Sequence[int] | None = None,
                     now: datetime | None = None) -> RouteReport:
-    """The score/route stage: assess every analyzed call (or the given ``calls.id`` values,
-    whatever their status after analysis), create review items, and set the call's status to
-    ``scored`` (no review needed) or ``routed``. A call that fails is marked ``failed`` with
-    the error code and the batch goes on. The caller commits."""
-    policy = policy or TierPolicy()
+    """The score/route stage, in the caller's write session: assess every analyzed call (or the
+    calls with the given primary keys, whatever their status after analysis), create review
+    items, and set the call's status to ``scored`` (no review needed) or ``routed``. A call
+    that fails is marked ``failed`` with the error code and the batch goes on. The caller
+    commits."""
     policy.validate()
-    now = _now(now)
-    # Take the write lock before reading (SQLite), so the batch's writes cannot meet a stale
-    # snapshot while inspectors are claiming items at the same time.
-    audit.lock_for_write(session)
+    now = utc_or_now(now)
     stmt = select(Call).order_by(Call.id)
-    if call_ids is None:
-        stmt = stmt.where(Call.status == "analyzed")
+    if call_pks is None:
+        stmt = stmt.where(Call.status == CallStatus.ANALYZED)
     else:
-        stmt = stmt.where(Call.id.in_(list(call_ids)), Call.status.in_(("analyzed", "scored", "routed")))
+        stmt = stmt.where(Call.id.in_(list(call_pks)),
+                          Call.status.in_((CallStatus.ANALYZED, CallStatus.SCORED, CallStatus.ROUTED)))
     results: list[CallRouting] = []
     for call in session.scalars(stmt).all():
         try:
             with session.begin_nested():
                 assessment = assess_call(session, call, policy, now)
                 item = route(session, assessment, policy, now)
-                call.status = "routed" if item is not None else "scored"
+                call.status = CallStatus.ROUTED if item is not None else CallStatus.SCORED
         except QAError as e:
             log.warning("call %s not scored: %s", call.call_id, e)
-            call.status, call.error_code, call.error_message = "failed", e.code, str(e)
+            call.status, call.error_code, call.error_message = CallStatus.FAILED, e.code, str(e)
             results.append(CallRouting(call.call_id, None, None, None, error=str(e)))
             continue
         results.append(CallRouting(call.call_id, assessment.tier, assessment.score,

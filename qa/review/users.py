@@ -31,14 +31,11 @@ from sqlalchemy.orm import Session
 
 from .. import audit
 from ..errors import NotFound, PermissionDenied, QAError
-from ..storage.models import Call, User
+from ..permissions import USER_ROLES, can, roles_for
+from ..storage.models import Call, ReviewItem, User
 
-log = logging.getLogger("qa.users")
+log = logging.getLogger(__name__)
 
-USER_ROLES = ("inspector", "senior", "auditor", "admin")
-ROLE_LABELS = {"inspector": "质检员", "senior": "高级质检员", "auditor": "合规审计", "admin": "管理员"}
-# Roles that may see transcripts without PII masking (each such view is audited).
-RAW_TEXT_ROLES = ("senior", "auditor", "admin")
 MIN_PASSWORD_LENGTH = 10
 _USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,63}")
 
@@ -113,6 +110,18 @@ def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.username)))
 
 
+def assignment_order(session: Session, capability: str = "review.assignee") -> list[str]:
+    """The active users with ``capability`` in round-robin order: whoever comes after the one
+    given an item last goes first (alphabetical when nobody was given one yet)."""
+    names = list(session.scalars(select(User.username).where(User.active.is_(True),
+                                                             User.role.in_(roles_for(capability)))
+                                 .order_by(User.username)))
+    last = session.scalars(select(ReviewItem.assigned_to).where(ReviewItem.assigned_to.in_(names))
+                           .order_by(ReviewItem.id.desc()).limit(1)).first() if names else None
+    start = names.index(last) + 1 if last in names else 0
+    return names[start:] + names[:start]
+
+
 def _state(user: User) -> dict:
     return {"username": user.username, "display_name": user.display_name, "role": user.role,
             "active": user.active}
@@ -125,7 +134,6 @@ def create_user(session: Session, actor: str, username: str, role: str, password
     username = _validate_username(username)
     _validate_role(role)
     password_hash = hash_password(password)
-    audit.lock_for_write(session)
     if session.scalars(select(User.id).where(User.username == username)).first() is not None:
         raise QAError(f"user {username} exists already", code="users.exists")
     user = User(username=username, role=role, password_hash=password_hash, active=True,
@@ -140,7 +148,6 @@ def create_user(session: Session, actor: str, username: str, role: str, password
 def set_active(session: Session, actor: str, username: str, active: bool) -> User:
     """Disable (or re-enable) an account. A disabled user's open sessions stop working at
     their next request."""
-    audit.lock_for_write(session)
     user = get_user(session, username)
     if actor == username and not active:
         raise PermissionDenied("you cannot disable your own account")
@@ -154,7 +161,6 @@ def set_active(session: Session, actor: str, username: str, active: bool) -> Use
 
 def set_password(session: Session, actor: str, username: str, password: str) -> User:
     password_hash = hash_password(password)
-    audit.lock_for_write(session)
     user = get_user(session, username)
     user.password_hash = password_hash
     session.flush()
@@ -165,7 +171,6 @@ def set_password(session: Session, actor: str, username: str, password: str) -> 
 
 def set_role(session: Session, actor: str, username: str, role: str) -> User:
     _validate_role(role)
-    audit.lock_for_write(session)
     user = get_user(session, username)
     before = _state(user)
     user.role = role
@@ -232,9 +237,10 @@ def authenticate(session: Session, username: str, password: str, *, client: str 
     before the password is even checked. Successful logins are audited (the caller commits);
     failures are logged.
 
-    Call it at the start of a transaction: the password is checked on a read that is then
-    ended (rolled back, it wrote nothing) so that hashing, which is slow on purpose, never
-    runs while SQLite's write lock is held; the audit write then takes the lock."""
+    Give it a write session at the start of a transaction: the account is read, that
+    transaction ended (it wrote nothing), and the password checked outside it, so that hashing,
+    which is slow on purpose, never runs while SQLite's write lock is held; the account is then
+    read again in the transaction that writes the audit event."""
     username = username.strip()
     if limiter is not None:
         wait = limiter.retry_after(username, client)
@@ -250,7 +256,6 @@ def authenticate(session: Session, username: str, password: str, *, client: str 
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         ok = False
     if ok:
-        audit.lock_for_write(session)
         user = session.scalars(select(User).where(User.username == username)).first()
         # Still there, still active, and the password not changed meanwhile.
         ok = user is not None and user.active and user.password_hash == stored
@@ -268,7 +273,7 @@ def authenticate(session: Session, username: str, password: str, *, client: str 
 
 
 def can_view_raw_text(role: str) -> bool:
-    return role in RAW_TEXT_ROLES
+    return can(role, "transcript.raw")
 
 
 def record_raw_text_view(session: Session, username: str, role: str, call: Call) -> None:

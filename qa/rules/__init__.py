@@ -1,9 +1,4 @@
-"""Rule packs: schema, loader, matchers, engine, scorecard and rule tests."""
-
-from .context import EngineOptions
-from .engine import CallResult, RuleEngine, RuleFinding, RuleOutcome
-from .loader import lint_pack, load_pack
-from .schema import Rule, RulePack
-
-__all__ = ["CallResult", "EngineOptions", "Rule", "RuleEngine", "RuleFinding", "RuleOutcome", "RulePack",
-           "lint_pack", "load_pack"]
+"""Rule packs: the schema (:mod:`.schema`), loading and lint (:mod:`.loader`), matchers and
+conditions, the engine (:mod:`.engine`) and its results (:mod:`.results`), **the** scorecard
+(:mod:`.scorecard`), rule tests (:mod:`.testing`), explain and evaluation, and the analyze
+stage (:mod:`.stage`)."""

@@ -1,6 +1,6 @@
 """Conditions other than the text matchers: all/any/not, proximity, order, count, the
 acoustic operators on CallFeatures and call metadata. Every condition has
-``evaluate(ctx) -> Outcome``."""
+``evaluate(ctx) -> Match``."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from datetime import tzinfo
 from typing import Protocol
 
 from .context import CallContext, Hit, HoursWindow
-from .match import Outcome, describe_hits
+from .match import Match, describe_hits
 
 
 class Condition(Protocol):
-    def evaluate(self, ctx: CallContext) -> Outcome: ...
+    def evaluate(self, ctx: CallContext) -> Match: ...
 
 
 def _dedupe(hits: list[Hit]) -> tuple[Hit, ...]:
@@ -24,38 +24,38 @@ def _dedupe(hits: list[Hit]) -> tuple[Hit, ...]:
 class AllOf:
     children: tuple[Condition, ...]
 
-    def evaluate(self, ctx: CallContext) -> Outcome:
+    def evaluate(self, ctx: CallContext) -> Match:
         hits: list[Hit] = []
         whys: list[str] = []
         for child in self.children:
             out = child.evaluate(ctx)
             if not out.matched:
-                return Outcome(False, (), f"all: {out.why}")
+                return Match(False, (), f"all: {out.why}")
             hits.extend(out.hits)
             whys.append(out.why)
-        return Outcome(True, _dedupe(hits), "all: " + "; ".join(whys))
+        return Match(True, _dedupe(hits), "all: " + "; ".join(whys))
 
 
 @dataclass(frozen=True)
 class AnyOf:
     children: tuple[Condition, ...]
 
-    def evaluate(self, ctx: CallContext) -> Outcome:
+    def evaluate(self, ctx: CallContext) -> Match:
         outs = [child.evaluate(ctx) for child in self.children]
         matched = [o for o in outs if o.matched]
         if matched:
             hits = [h for o in matched for h in o.hits]
-            return Outcome(True, _dedupe(hits), "any: " + "; ".join(o.why for o in matched))
-        return Outcome(False, (), "any: none of [" + "; ".join(o.why for o in outs) + "]")
+            return Match(True, _dedupe(hits), "any: " + "; ".join(o.why for o in matched))
+        return Match(False, (), "any: none of [" + "; ".join(o.why for o in outs) + "]")
 
 
 @dataclass(frozen=True)
 class NotOf:
     child: Condition
 
-    def evaluate(self, ctx: CallContext) -> Outcome:
+    def evaluate(self, ctx: CallContext) -> Match:
         out = self.child.evaluate(ctx)
-        return Outcome(not out.matched, (), f"not ({out.why})")
+        return Match(not out.matched, (), f"not ({out.why})")
 
 
 def _span(ctx: CallContext, hit: Hit) -> tuple[int, int]:
@@ -72,11 +72,11 @@ class Near:
     chars: int | None = None
     turns: int | None = None
 
-    def evaluate(self, ctx: CallContext) -> Outcome:
+    def evaluate(self, ctx: CallContext) -> Match:
         oa, ob = self.a.evaluate(ctx), self.b.evaluate(ctx)
         if not (oa.matched and ob.matched):
             missing = oa if not oa.matched else ob
-            return Outcome(False, (), f"near: {missing.why}")
+            return Match(False, (), f"near: {missing.why}")
         pairs: list[Hit] = []
         for ha in oa.hits:
             for hb in ob.hits:
@@ -91,8 +91,8 @@ class Near:
                     pairs += [ha, hb]
         limit = f"{self.turns} turns" if self.turns is not None else f"{self.chars} chars"
         if pairs:
-            return Outcome(True, _dedupe(pairs), f"near (within {limit}): {describe_hits(pairs)}")
-        return Outcome(False, (), f"near: both found but never within {limit} ({oa.why}; {ob.why})")
+            return Match(True, _dedupe(pairs), f"near (within {limit}): {describe_hits(pairs)}")
+        return Match(False, (), f"near: both found but never within {limit} ({oa.why}; {ob.why})")
 
 
 @dataclass(frozen=True)
@@ -103,23 +103,23 @@ class Order:
     steps: tuple[Condition, ...]
     first: bool = False
 
-    def evaluate(self, ctx: CallContext) -> Outcome:
+    def evaluate(self, ctx: CallContext) -> Match:
         chain: list[Hit] = []
         after = -1
         for n, step in enumerate(self.steps, 1):
             out = step.evaluate(ctx)
             if not out.matched:
-                return Outcome(False, (), f"order: step {n} absent ({out.why})")
+                return Match(False, (), f"order: step {n} absent ({out.why})")
             text_hits = sorted((h for h in out.hits if h.utt is not None), key=ctx.global_pos)
             if self.first:
                 candidates = text_hits[:1]
             else:
                 candidates = [h for h in text_hits if ctx.global_pos(h) > after][:1]
             if not candidates or ctx.global_pos(candidates[0]) <= after:
-                return Outcome(False, (), f"order: step {n} does not come after step {n - 1} ({out.why})")
+                return Match(False, (), f"order: step {n} does not come after step {n - 1} ({out.why})")
             chain.append(candidates[0])
             after = ctx.global_pos(candidates[0])
-        return Outcome(True, tuple(chain), f"order: {describe_hits(chain)}")
+        return Match(True, tuple(chain), f"order: {describe_hits(chain)}")
 
 
 @dataclass(frozen=True)
@@ -131,14 +131,14 @@ class Count:
     max: int | None = None
     turns: bool = False
 
-    def evaluate(self, ctx: CallContext) -> Outcome:
+    def evaluate(self, ctx: CallContext) -> Match:
         out = self.of.evaluate(ctx)
         hits = out.hits if out.matched else ()
         n = len({h.utt for h in hits}) if self.turns else len(hits)
         ok = n >= self.min and (self.max is None or n <= self.max)
         unit = "turns" if self.turns else "hits"
         bound = f">= {self.min}" + (f" and <= {self.max}" if self.max is not None else "")
-        return Outcome(ok, hits if ok else (), f"count: {n} {unit} (need {bound}): {out.why}")
+        return Match(ok, hits if ok else (), f"count: {n} {unit} (need {bound}): {out.why}")
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ class Silence:
     announced_by: Condition | None = None
     lookback_s: float = 10.0
 
-    def evaluate(self, ctx: CallContext) -> Outcome:
+    def evaluate(self, ctx: CallContext) -> Match:
         gaps = [g for g in ctx.features.silences if g.duration_s >= self.min_s]
         announce_ends: list[float] = []
         if self.announced_by is not None and gaps:
@@ -161,10 +161,10 @@ class Silence:
                 for g in gaps
                 if not any(-1.0 <= g.start_s - end <= self.lookback_s for end in announce_ends)]
         if hits:
-            return Outcome(True, tuple(hits), f"silence >= {self.min_s:g}s: {describe_hits(hits)}")
+            return Match(True, tuple(hits), f"silence >= {self.min_s:g}s: {describe_hits(hits)}")
         note = f" ({len(gaps)} announced)" if gaps else ""
         longest = ctx.features.max_silence_s
-        return Outcome(False, (), f"silence: no unannounced gap >= {self.min_s:g}s (longest {longest:.1f}s){note}")
+        return Match(False, (), f"silence: no unannounced gap >= {self.min_s:g}s (longest {longest:.1f}s){note}")
 
 
 @dataclass(frozen=True)
@@ -175,13 +175,13 @@ class Overlaps:
     min_s: float = 1.0
     min_count: int = 1
 
-    def evaluate(self, ctx: CallContext) -> Outcome:
+    def evaluate(self, ctx: CallContext) -> Match:
         found = [o for o in ctx.features.overlaps
                  if o.duration_s >= self.min_s and (self.interrupter == "any" or o.interrupter == self.interrupter)]
         hits = tuple(Hit(None, text=f"{o.interrupter} overlap {o.duration_s:.1f}s at {o.start_s:.1f}s",
                          start_s=o.start_s, end_s=o.start_s + o.duration_s) for o in found)
         why = f"overlap: {len(found)} by {self.interrupter} >= {self.min_s:g}s (need {self.min_count})"
-        return Outcome(len(found) >= self.min_count, hits if len(found) >= self.min_count else (), why)
+        return Match(len(found) >= self.min_count, hits if len(found) >= self.min_count else (), why)
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ class SpeechRate:
     min_utterances: int = 3
     min_chars: int = 10
 
-    def evaluate(self, ctx: CallContext) -> Outcome:
+    def evaluate(self, ctx: CallContext) -> Match:
         fast: list[Hit] = []
         for i, (role, text) in enumerate(zip(ctx.roles, ctx.texts)):
             dur = ctx.utterances[i].duration_s
@@ -204,7 +204,7 @@ class SpeechRate:
                     fast.append(Hit(i, 0, len(text), f"{cpm:.0f} chars/min"))
         ok = len(fast) >= self.min_utterances
         why = f"speech rate: {len(fast)} {self.role} utterances above {self.min_cpm:g} chars/min (need {self.min_utterances})"
-        return Outcome(ok, tuple(fast) if ok else (), why)
+        return Match(ok, tuple(fast) if ok else (), why)
 
 
 @dataclass(frozen=True)
@@ -212,10 +212,10 @@ class Duration:
     min_s: float | None = None
     max_s: float | None = None
 
-    def evaluate(self, ctx: CallContext) -> Outcome:
+    def evaluate(self, ctx: CallContext) -> Match:
         d = ctx.duration_s
         ok = (self.min_s is None or d >= self.min_s) and (self.max_s is None or d <= self.max_s)
-        return Outcome(ok, (), f"duration {d:.1f}s (min {self.min_s}, max {self.max_s})")
+        return Match(ok, (), f"duration {d:.1f}s (min {self.min_s}, max {self.max_s})")
 
 
 @dataclass(frozen=True)
@@ -232,15 +232,15 @@ class Meta:
     hours: str | None = None
     timezone: tzinfo | None = None
 
-    def evaluate(self, ctx: CallContext) -> Outcome:
+    def evaluate(self, ctx: CallContext) -> Match:
         meta = ctx.transcript.meta
         if self.direction and meta.direction not in self.direction:
-            return Outcome(False, (), f"meta: direction {meta.direction!r} not in {list(self.direction)}")
+            return Match(False, (), f"meta: direction {meta.direction!r} not in {list(self.direction)}")
         if self.business_line and meta.business_line not in self.business_line:
-            return Outcome(False, (), f"meta: business line {meta.business_line!r} not in {list(self.business_line)}")
+            return Match(False, (), f"meta: business line {meta.business_line!r} not in {list(self.business_line)}")
         if self.outside_hours is not None:
             if meta.started_at is None:
-                return Outcome(False, (), "meta: start time unknown")
+                return Match(False, (), "meta: start time unknown")
             window = HoursWindow.parse(self.hours or ctx.options.contact_hours)
             started = meta.started_at
             if self.timezone is not None and started.tzinfo is not None:
@@ -248,9 +248,9 @@ class Meta:
             outside = not window.contains(started.time())
             if outside != self.outside_hours:
                 where = "outside" if outside else "inside"
-                return Outcome(False, (), f"meta: started {started:%H:%M}, {where} "
+                return Match(False, (), f"meta: started {started:%H:%M}, {where} "
                                           f"{window.start:%H:%M}-{window.end:%H:%M}")
             hit = Hit(None, text=f"started at {started:%H:%M}", start_s=0.0, end_s=0.0)
-            return Outcome(True, (hit,), f"meta: started at {started:%H:%M} "
+            return Match(True, (hit,), f"meta: started at {started:%H:%M} "
                                          f"({'outside' if outside else 'inside'} {window.start:%H:%M}-{window.end:%H:%M})")
-        return Outcome(True, (), "meta: matches")
+        return Match(True, (), "meta: matches")

@@ -7,8 +7,8 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import time
 
-from ..domain import CallFeatures, CallTranscript
 from ..asr.features import call_features
+from ..domain import CallFeatures, CallTranscript
 from .text import normalize_with_breaks, sound_table
 
 ANY_ROLE = "any"

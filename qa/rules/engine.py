@@ -2,55 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ..domain import CallTranscript
 from .context import CallContext, EngineOptions, Hit
+from .results import FIRED, NA, PASSED, CallResult, RuleFinding, RuleOutcome
 from .schema import ABSENT, Rule, RulePack
-from .scorecard import ScoreResult, score
-
-FIRED = "fired"
-PASSED = "passed"
-NA = "na"
-
-
-@dataclass(frozen=True)
-class RuleFinding:
-    """Evidence of one fired rule, ready to be stored as a Finding row."""
-
-    rule_id: str
-    category: str
-    severity: str
-    role: str
-    utterance_idx: tuple[int, ...]
-    matched_text: str | None
-    evidence: str
-    start_s: float | None
-    end_s: float | None
-    details: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RuleOutcome:
-    rule_id: str
-    category: str
-    severity: str
-    status: str  # fired | passed | na
-    why: str
-    finding: RuleFinding | None = None
-
-
-@dataclass(frozen=True)
-class CallResult:
-    outcomes: tuple[RuleOutcome, ...]
-    score: ScoreResult
-
-    @property
-    def findings(self) -> tuple[RuleFinding, ...]:
-        return tuple(o.finding for o in self.outcomes if o.finding is not None)
-
-    def outcome(self, rule_id: str) -> RuleOutcome:
-        return next(o for o in self.outcomes if o.rule_id == rule_id)
+from .scorecard import score
 
 
 class RuleEngine:

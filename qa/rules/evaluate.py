@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..domain import CallMeta, CallTranscript, Utterance
 from ..errors import RuleError
-from .engine import FIRED, RuleEngine
+from .engine import RuleEngine
+from .results import FIRED
 from .text import HOMOPHONE, sound_table
 
 

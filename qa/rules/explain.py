@@ -1,18 +1,13 @@
-"""``qa rules explain``: for one stored call, every rule of a pack with fired / passed / N/A
-and why, plus the evidence of each finding."""
+"""``qa rules explain``: for one call, every rule of a pack with fired / passed / N/A and why,
+plus the evidence of each finding."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from ..domain import CallTranscript
-from ..errors import NotFound
-from ..storage.models import Call
-from .engine import FIRED, NA, CallResult, RuleEngine
-from ..storage.transcripts import current_transcript
+from .engine import RuleEngine
+from .results import FIRED, NA, CallResult
 
 
 @dataclass(frozen=True)
@@ -23,16 +18,9 @@ class Explanation:
     result: CallResult
 
 
-def explain_call(session: Session, engine: RuleEngine, call_id: str) -> Explanation:
-    call = session.scalars(select(Call).where(Call.call_id == call_id)).first()
-    if call is None:
-        raise NotFound(f"no call {call_id!r}")
-    loaded = current_transcript(session, call)
-    if loaded is None:
-        raise NotFound(f"call {call_id!r} has no current transcript")
-    transcript = loaded[1]
+def explain(engine: RuleEngine, transcript: CallTranscript) -> Explanation:
     pack = engine.pack
-    return Explanation(call_id, f"{pack.name} {pack.version} ({pack.sha256[:12]})", transcript,
+    return Explanation(transcript.meta.call_id, f"{pack.name} {pack.version} ({pack.sha256[:12]})", transcript,
                        engine.evaluate(transcript))
 
 

@@ -12,22 +12,31 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ..domain import ROLES, SEVERITIES
+from ..domain import SEVERITIES, SPEAKER_ROLES
 from ..errors import RuleError
 from . import conditions as c
 from .context import ANY_ROLE, HoursWindow
-from .matchers import DEFAULT_NEGATORS, DEFAULT_POST_NEGATORS, KeywordOp, NegationGuard, PinyinOp, RegexOp, Window, compile_regex
 from .match import shorten
+from .matchers import (
+    DEFAULT_NEGATORS,
+    DEFAULT_POST_NEGATORS,
+    KeywordOp,
+    NegationGuard,
+    PinyinOp,
+    RegexOp,
+    Window,
+    compile_regex,
+)
 from .schema import ABSENT, EXPECTS, PRESENT, Rule, RulePack, RuleTest, Scorecard, TestTurn
 from .taxonomy import load_taxonomy
-from .text import LEVELS, HOMOPHONE, is_cjk, normalize
+from .text import HOMOPHONE, LEVELS, is_cjk, normalize
 from .yamlsrc import YList, YMap, load_yaml
 
-log = logging.getLogger("qa.rules.loader")
+log = logging.getLogger(__name__)
 
 PACK_FILE = "pack.yaml"
 RULE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,95}$")
-SCOPES = ROLES + (ANY_ROLE,)
+SCOPES = SPEAKER_ROLES + (ANY_ROLE,)
 TEXT_OPS = ("keyword", "pinyin", "regex")
 OPERATORS = ("all", "any", "not") + TEXT_OPS + (
     "near", "order", "count", "silence", "overlap", "speech_rate", "duration", "meta")
@@ -245,8 +254,8 @@ class _File:
         doc = self.mapping(arg, line, "speech_rate")
         self.keys(doc, ("role", "min_cpm", "min_utterances", "min_chars"), "speech_rate", ("min_cpm",))
         who = doc.get("role", role)
-        if who not in ROLES:
-            raise self.fail(doc.line_of("role"), f"speech_rate role must be one of {', '.join(ROLES)}, got {who!r}")
+        if who not in SPEAKER_ROLES:
+            raise self.fail(doc.line_of("role"), f"speech_rate role must be one of {', '.join(SPEAKER_ROLES)}, got {who!r}")
         return c.SpeechRate(who, self.number(doc, "min_cpm", minimum=1),
                             self.number(doc, "min_utterances", minimum=1, integer=True, default=3),
                             self.number(doc, "min_chars", integer=True, default=10))

@@ -1,4 +1,4 @@
-"""The result of evaluating one condition on one call."""
+"""What one condition found on one call: matched or not, the hits, and why."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from .context import Hit
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Match:
     matched: bool
     hits: tuple[Hit, ...] = ()
     why: str = ""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import re2
 
 from .context import CallContext, Hit
-from .match import Outcome, describe_hits
+from .match import Match, describe_hits
 from .text import sound_table
 
 DEFAULT_NEGATORS = ("不", "没", "没有", "无", "非", "未", "别", "并非", "不能保证", "无法保证", "不保证",
@@ -145,7 +145,7 @@ class TextOp:
                 kept.append(hit)
         return kept, dropped
 
-    def evaluate(self, ctx: CallContext) -> Outcome:
+    def evaluate(self, ctx: CallContext) -> Match:
         hits, dropped = self.find(ctx)
         need = self.term_count if self.at_least == 0 else self.at_least
         found = {h.term or h.text for h in hits}
@@ -153,10 +153,10 @@ class TextOp:
         notes = ", ".join(f"{n} {k}" for k, n in dropped.items() if n)
         notes = f" [ignored: {notes}]" if notes else ""
         if hits and len(found) >= need:
-            return Outcome(True, tuple(hits), f"{where} matched {describe_hits(hits)}{notes}")
+            return Match(True, tuple(hits), f"{where} matched {describe_hits(hits)}{notes}")
         if hits:
-            return Outcome(False, (), f"{where} matched only {len(found)} of the {need} terms needed{notes}")
-        return Outcome(False, (), f"{where}: no match{notes}")
+            return Match(False, (), f"{where} matched only {len(found)} of the {need} terms needed{notes}")
+        return Match(False, (), f"{where}: no match{notes}")
 
     def _locate(self, ctx: CallContext, start: int, end: int, text: str, term: str = "") -> Hit:
         utt, off = ctx.role_text(self.role).locate(start)

@@ -8,7 +8,7 @@ from importlib import resources
 
 import yaml
 
-from ..domain import ROLES, SEVERITIES
+from ..domain import SEVERITIES, SPEAKER_ROLES
 from ..errors import RuleError
 
 KINDS = ("must_say", "must_not_say", "trigger", "acoustic", "context")
@@ -34,6 +34,6 @@ def load_taxonomy() -> dict[str, Category]:
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as e:
         raise RuleError(f"cannot read the category list: {e}", path=str(source)) from e
     for cat in cats.values():
-        if cat.role not in ROLES or cat.kind not in KINDS or cat.severity not in SEVERITIES:
+        if cat.role not in SPEAKER_ROLES or cat.kind not in KINDS or cat.severity not in SEVERITIES:
             raise RuleError(f"category {cat.id} has an invalid role, kind or severity", path=str(source))
     return cats

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..domain import CallMeta, CallTranscript, Utterance
-from .engine import FIRED, NA, PASSED, RuleEngine
+from .engine import RuleEngine
+from .results import FIRED, NA, PASSED
 from .schema import Rule, RuleTest
 from .text import normalize
 

@@ -1,13 +1,24 @@
-"""Engine and session factory. SQLite (the default) runs in WAL mode with foreign keys on
-and a busy timeout; PostgreSQL is used through ``QA_DATABASE_URL``. Schema changes go
-through Alembic (``qa db upgrade``)."""
+"""Storage: the engine, sessions, ORM tables (:mod:`.models`), migrations, the batch-run lock
+(:mod:`.locks`), transient-error retries (:mod:`.retry`) and stored transcripts as the rules
+read them (:mod:`.transcripts`).
+
+SQLite (the default) runs in WAL mode with foreign keys on and a busy timeout; PostgreSQL is
+used through ``QA_DATABASE_URL``. Schema changes go through Alembic (``qa db upgrade``).
+
+**The one write rule.** A transaction that writes opens with :func:`write_session`. On SQLite
+its transactions begin with ``BEGIN IMMEDIATE``, so the database write lock is taken before
+the first read: a write can never meet a stale snapshot (which SQLite refuses at once with
+"database is locked"), and writers queue on the busy timeout instead. On PostgreSQL a write
+session is an ordinary session (row locks and the audit log's advisory lock do the work).
+Read-only work uses plain sessions from the factory and never blocks writers.
+"""
 
 from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.exc import SQLAlchemyError
@@ -15,9 +26,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import StorageError
 
-log = logging.getLogger("qa.db")
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+IN_LIST_CHUNK = 500  # values per ``IN (...)``: SQLite caps the parameters of one statement
+
+T = TypeVar("T")
+
+
+def chunked(values: Sequence[T], size: int = IN_LIST_CHUNK) -> Iterator[Sequence[T]]:
+    """``values`` in slices small enough for one ``IN (...)`` list."""
+    for at in range(0, len(values), size):
+        yield values[at:at + size]
 
 
 def normalize_url(url: str) -> str:
@@ -35,9 +55,9 @@ def make_engine(url: str) -> Engine:
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
-        # pysqlite's own transaction handling defers BEGIN; take control so that
-        # ``BEGIN IMMEDIATE`` works for queue claims (see SQLAlchemy's pysqlite notes).
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        # pysqlite's own transaction handling defers BEGIN; take control of it (SQLAlchemy's
+        # pysqlite notes), so that write sessions can begin IMMEDIATE.
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -52,6 +72,13 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _sqlite_begin(conn) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+
+
+_WRITE = "qa_write"  # execution option of the connections of a write session
+
+
 def is_sqlite(engine_or_session) -> bool:
     bind = engine_or_session.get_bind() if isinstance(engine_or_session, Session) else engine_or_session
     return bind.dialect.name == "sqlite"
@@ -61,10 +88,35 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+def write_session(factory: sessionmaker[Session]) -> Session:
+    """A session whose every transaction holds the database's write lock from its start (see
+    the module docstring). Use it as ``with write_session(factory) as session:``; the caller
+    commits."""
+    bind = factory.kw["bind"]
+    return factory(bind=bind.execution_options(**{_WRITE: True}))
+
+
+def reading_bind(session: Session) -> Engine:
+    """The engine of ``session`` for a separate read-only session beside it: never a write
+    session's, so a long read (an export, a report) does not hold the write lock."""
+    return session.get_bind().execution_options(**{_WRITE: False})
+
+
+def is_write_session(session: Session) -> bool:
+    return bool(session.get_bind().get_execution_options().get(_WRITE))
+
+
+def require_write_session(session: Session, what: str) -> None:
+    """Raise when ``session`` is not a write session on SQLite: a programming error that would
+    only show under concurrency ("database is locked"), so it is refused everywhere."""
+    if is_sqlite(session) and not is_write_session(session):
+        raise StorageError(f"{what} needs a write session (qa.storage.write_session)", code="storage.read_session")
+
+
 @contextmanager
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error (for callers that own it)."""
-    session = factory()
+    """A write session that commits on success and rolls back on error (for callers that own it)."""
+    session = write_session(factory)
     try:
         yield session
         session.commit()

@@ -15,16 +15,17 @@ import socket
 import threading
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import LockError
-from .models import RunLock, utcnow
+from ..timeutil import utcnow
+from .models import RunLock
 
-log = logging.getLogger("qa.pipeline")
+log = logging.getLogger(__name__)
 
 DEFAULT_LOCK_NAME = "batch"
 
@@ -59,13 +60,10 @@ class LockHolder:
                 f"last heartbeat {self.heartbeat_at:%H:%M:%S}Z)")
 
 
-def _aware(ts: datetime) -> datetime:
-    # SQLite hands back naive datetimes even for timezone-aware columns; they were stored in UTC
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
 def _holder_of(row: RunLock) -> LockHolder:
-    return LockHolder(row.name, row.holder, row.pid, row.host, _aware(row.acquired_at), _aware(row.heartbeat_at))
+    return LockHolder(row.name, row.holder, row.pid, row.host, row.acquired_at, row.heartbeat_at)
 
 
 def pid_alive(pid: int) -> bool:

@@ -16,21 +16,41 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from ..domain import CALL_STATUSES, REVIEW_STATUSES, CallStatus, ReviewStatus
+from ..timeutil import as_utc, utcnow
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+# re-exported: the vocabulary of the status columns, and the default of every timestamp column
+__all__ = ["CALL_STATUSES", "REVIEW_STATUSES", "CallStatus", "ReviewStatus", "utcnow"]
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes on every backend. SQLite has no time zones: an aware value would be
+    stored without its offset and a naive one read back; so values are converted to UTC on the
+    way in (a naive value is refused: which zone it means is the caller's decision, see
+    :func:`qa.timeutil.as_utc`) and marked UTC on the way out."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given to a UTC column; make it aware first")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: DateTime(timezone=True), dict: JSON, list: JSON}
-
-
-# Call status values, in pipeline order; ``failed`` can follow any of them.
-CALL_STATUSES = ("registered", "prepared", "transcribed", "analyzed", "scored", "routed", "failed")
+    type_annotation_map = {datetime: UTCDateTime(), dict: JSON, list: JSON}
 
 
 class Call(Base):
@@ -207,9 +227,6 @@ class Assessment(Base):
     calibration_sample: Mapped[bool] = mapped_column(Boolean, default=False)
     is_current: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-REVIEW_STATUSES = ("open", "claimed", "closed", "appealed", "appeal_decided")
 
 
 class ReviewItem(Base):

@@ -15,7 +15,7 @@ from typing import Callable, TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-log = logging.getLogger("qa.pipeline")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -9,10 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..domain import CallFeatures, CallMeta, CallTranscript, Utterance
-from ..asr.features import features_from_json
+from ..errors import NotFound
 from .models import Call, Transcript, UtteranceRow
 
-log = logging.getLogger("qa.rules.stored")
+log = logging.getLogger(__name__)
 
 
 def stored_features(doc: dict | None) -> CallFeatures | None:
@@ -21,7 +21,7 @@ def stored_features(doc: dict | None) -> CallFeatures | None:
     if not doc:
         return None
     try:
-        return features_from_json(doc)
+        return CallFeatures.from_json(doc)
     except (KeyError, TypeError, ValueError) as e:
         log.warning("stored features unreadable (%s): computing them from the utterances", e)
         return None
@@ -42,3 +42,14 @@ def current_transcript(session: Session, call: Call) -> tuple[Transcript, CallTr
                     direction=call.direction, business_line=call.business_line, channel_layout=call.channel_layout)
     duration = call.duration_s or (features.duration_s if features else max((u.end_s for u in utts), default=0.0))
     return transcript, CallTranscript(meta, utts, features, duration), [r.idx for r in rows]
+
+
+def transcript_of(session: Session, call_id: str) -> CallTranscript:
+    """The current transcript of the call with external id ``call_id``; NotFound otherwise."""
+    call = session.scalars(select(Call).where(Call.call_id == call_id)).first()
+    if call is None:
+        raise NotFound(f"no call {call_id!r}")
+    loaded = current_transcript(session, call)
+    if loaded is None:
+        raise NotFound(f"call {call_id!r} has no current transcript")
+    return loaded[1]

@@ -25,7 +25,7 @@ from . import routes_admin, routes_auth, routes_dashboard, routes_exports, route
 from .auth import CSRFError, LoginRequired, SessionCodec, csrf_protect, session_middleware
 from .render import STATIC_DIR, render
 
-log = logging.getLogger("qa.web")
+log = logging.getLogger(__name__)
 
 SECRET_FILE = "web-secret.key"
 

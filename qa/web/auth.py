@@ -28,11 +28,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import PermissionDenied
-from ..storage.models import User
-from ..review.queue import Actor
+from ..permissions import Actor, roles_for
 from ..review.users import password_fingerprint
+from ..storage import write_session
+from ..storage.models import User
 
-log = logging.getLogger("qa.web")
+log = logging.getLogger(__name__)
 
 COOKIE_NAME = "qa_session"
 SESSION_MAX_AGE_S = 12 * 3600
@@ -129,9 +130,14 @@ async def csrf_protect(request: Request) -> None:
         raise CSRFError("the form's security token is missing or out of date; reload the page and try again")
 
 
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
 def get_db(request: Request) -> Iterator[Session]:
-    """The request's database session; routes commit what they change."""
-    session = request.app.state.session_factory()
+    """The request's database session: a write session (:func:`qa.storage.write_session`) for
+    requests that change something, a plain one for pages; routes commit what they change."""
+    factory = request.app.state.session_factory
+    session = factory() if request.method in SAFE_METHODS else write_session(factory)
     try:
         yield session
     except BaseException:
@@ -159,15 +165,14 @@ def current_user(request: Request, db: Session = Depends(get_db)) -> WebUser:
     if user is None or not user.active or password_fingerprint(user) != web.fingerprint:
         end_session(request)
         raise LoginRequired()
-    # End the read transaction: a write that follows must take SQLite's lock first
-    # (qa.audit.lock_for_write), which a transaction holding an older snapshot cannot.
-    db.commit()
     request.state.user = WebUser(user.username, user.role, user.display_name)
     return request.state.user
 
 
-def require_roles(*roles: str) -> Callable[..., WebUser]:
-    """A dependency giving the logged-in user when their role is one of ``roles``."""
+def require(capability: str) -> Callable[..., WebUser]:
+    """A dependency giving the logged-in user when their role has ``capability``
+    (:mod:`qa.permissions`)."""
+    roles = roles_for(capability)
 
     def check(user: WebUser = Depends(current_user)) -> WebUser:
         if user.role not in roles:

@@ -4,7 +4,9 @@ naming the field: the app answers them with 400 and that message."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime
+
+from ..timeutil import as_utc
 
 
 def optional_float(value: str, name: str) -> float | None:
@@ -26,7 +28,7 @@ def optional_date(value: str, name: str) -> datetime | None:
         ts = datetime.fromisoformat(value)
     except ValueError as e:
         raise ValueError(f"{name} must be a date like 2026-11-02, got {value!r}") from e
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+    return as_utc(ts)
 
 
 def split_list(text: str) -> list[str]:

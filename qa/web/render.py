@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
-from ..review.users import ROLE_LABELS
+from ..permissions import ROLE_LABELS
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -17,20 +17,13 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
 
-def aware(ts: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes for the UTC values we store.
-    if ts is None:
-        return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
 def _iso(ts: datetime | None) -> str:
-    ts = aware(ts)
     return ts.astimezone(timezone.utc).isoformat(timespec="seconds") if ts else ""
 
 
 def _ts(ts: datetime | None) -> str:
-    ts = aware(ts)
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if ts else ""
 
 
@@ -47,7 +40,6 @@ def _span(seconds: float) -> str:
 
 def countdown(due: datetime | None, now: datetime | None = None) -> str:
     """``剩 3小时12分`` before the due time, ``超时 20分`` after it."""
-    due = aware(due)
     if due is None:
         return ""
     left = (due - (now or datetime.now(timezone.utc))).total_seconds()

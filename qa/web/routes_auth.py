@@ -12,7 +12,7 @@ from ..review.users import LoginError, LoginThrottled, authenticate
 from .auth import current_user, end_session, get_db, start_session
 from .render import render
 
-log = logging.getLogger("qa.web")
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 HOME_BY_ROLE = {"inspector": "/queue", "senior": "/queue", "auditor": "/dashboard", "admin": "/dashboard"}

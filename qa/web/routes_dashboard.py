@@ -11,14 +11,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import review
+from ..domain import TIERS
 from ..storage.models import Finding, ReviewItem
-from ..review.routing import TIERS
-from .auth import get_db, require_roles
-from .render import aware, render
+from .auth import get_db, require
+from .render import render
 
 router = APIRouter()
 
-DASHBOARD_ROLES = ("inspector", "senior", "auditor", "admin")
 TREND_DAYS = 14
 TIER_COLORS = {"T1": "#c62828", "T2": "#ef6c00", "T3": "#1565c0"}
 
@@ -64,7 +63,7 @@ def trend(counts: dict[tuple[str, str], int], days: list[datetime], width: int =
 
 
 @router.get("/dashboard")
-def dashboard(request: Request, user=Depends(require_roles(*DASHBOARD_ROLES)), db: Session = Depends(get_db)):
+def dashboard(request: Request, user=Depends(require("dashboard.view")), db: Session = Depends(get_db)):
     now = datetime.now(timezone.utc)
     today = _day_start(now)
     created_today = dict(db.execute(select(ReviewItem.tier, func.count()).where(ReviewItem.created_at >= today)
@@ -78,7 +77,7 @@ def dashboard(request: Request, user=Depends(require_roles(*DASHBOARD_ROLES)), d
     per_day: dict[tuple[str, str], int] = {}
     recent = select(ReviewItem.created_at, ReviewItem.tier).where(ReviewItem.created_at >= first)
     for created, tier in db.execute(recent):
-        key = (aware(created).astimezone(timezone.utc).strftime("%Y-%m-%d"), tier)
+        key = (created.astimezone(timezone.utc).strftime("%Y-%m-%d"), tier)
         per_day[key] = per_day.get(key, 0) + 1
     days = [first + timedelta(days=i) for i in range(TREND_DAYS)]
     overdue = review.list_queue(db, overdue_only=True, now=now, limit=10)

@@ -20,16 +20,15 @@ from fastapi.responses import FileResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from .. import review
+from ..domain import TIERS
 from ..errors import NotFound
 from ..reporting.export import FORMATS, ExportFilters, ExportOptions, export_calls
-from ..review.routing import TIERS
-from .auth import get_db, require_roles
+from .auth import get_db, require
 from .forms import optional_date, split_list
 from .render import render
 
 router = APIRouter()
 
-EXPORT_ROLES = ("auditor", "admin")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 
 
@@ -67,7 +66,7 @@ def list_exports(root: Path) -> list[ExportListing]:
 
 
 @router.get("/exports")
-def exports_page(request: Request, done: str | None = None, user=Depends(require_roles(*EXPORT_ROLES))):
+def exports_page(request: Request, done: str | None = None, user=Depends(require("export.create"))):
     exports = list_exports(export_root(request))
     return render(request, "exports.html", exports=exports, done=done, formats=FORMATS, tiers=TIERS,
                   categories=review.categories())
@@ -77,7 +76,7 @@ def exports_page(request: Request, done: str | None = None, user=Depends(require
 def create_export(request: Request, since: str = Form(""), until: str = Form(""), tier: list[str] = Form([]),
                   category: list[str] = Form([]), agents: str = Form(""), teams: str = Form(""),
                   fmt: str = Form("jsonl", alias="format"), include_transcript: str = Form(""), unredacted: str = Form(""),
-                  user=Depends(require_roles(*EXPORT_ROLES)), db: Session = Depends(get_db)):
+                  user=Depends(require("export.create")), db: Session = Depends(get_db)):
     filters = ExportFilters(since=optional_date(since, "from"), until=optional_date(until, "until"),
                             tiers=tuple(tier), categories=tuple(category), agents=tuple(split_list(agents)),
                             teams=tuple(split_list(teams)))
@@ -99,7 +98,7 @@ def create_export(request: Request, since: str = Form(""), until: str = Form("")
 
 
 @router.get("/exports/{name}/{file_name}")
-def download(request: Request, name: str, file_name: str, user=Depends(require_roles(*EXPORT_ROLES))):
+def download(request: Request, name: str, file_name: str, user=Depends(require("export.create"))):
     root = export_root(request)
     listing = _listing(root / name) if _NAME_RE.fullmatch(name) and (root / name).is_dir() else None
     if listing is None or not _NAME_RE.fullmatch(file_name) or file_name not in listing.files:

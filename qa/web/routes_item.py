@@ -16,17 +16,18 @@ from sqlalchemy.orm import Session
 
 from .. import review
 from ..errors import NotFound, PermissionDenied
-from ..storage.models import Analysis, Call, Finding, ReviewItem, Transcript, UtteranceRow
+from ..permissions import can
 from ..redact import redact
 from ..review.users import can_view_raw_text, record_raw_text_view
-from .auth import actor_of, current_user, get_db, require_roles
+from ..storage import write_session
+from ..storage.models import Analysis, Call, Finding, ReviewItem, Transcript, UtteranceRow
+from .auth import actor_of, current_user, get_db, require
 from .forms import optional_float
 from .render import render
 
-log = logging.getLogger("qa.web")
+log = logging.getLogger(__name__)
 router = APIRouter()
 
-VIEW_ROLES = ("inspector", "senior", "admin", "auditor")
 AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".flac": "audio/flac", ".ogg": "audio/ogg",
                ".opus": "audio/ogg", ".m4a": "audio/mp4"}
 SEVERITY_ORDER = {"fatal": 0, "major": 1, "minor": 2}
@@ -106,15 +107,14 @@ def _text(value: str | None, raw: bool) -> str | None:
 
 
 @router.get("/items/{item_id}")
-def item_page(request: Request, item_id: int, raw: bool = False, user=Depends(require_roles(*VIEW_ROLES)),
+def item_page(request: Request, item_id: int, raw: bool = False, user=Depends(require("item.view")),
               db: Session = Depends(get_db)):
     detail = review.get_item(db, item_id)
     if raw:
-        # Audited before anything unmasked is rendered; the read above is committed first so
-        # the audit write can take the database lock.
-        db.commit()
-        record_raw_text_view(db, user.username, user.role, detail.call)
-        db.commit()
+        # Audited, in a write transaction of its own, before anything unmasked is rendered.
+        with write_session(request.app.state.session_factory) as audit_db:
+            record_raw_text_view(audit_db, user.username, user.role, detail.call)
+            audit_db.commit()
     analysis = db.get(Analysis, detail.assessment.analysis_id)
     utterances = list(db.scalars(select(UtteranceRow).where(UtteranceRow.transcript_id == analysis.transcript_id)
                                  .order_by(UtteranceRow.idx)))
@@ -129,10 +129,10 @@ def item_page(request: Request, item_id: int, raw: bool = False, user=Depends(re
         utterances=transcript_view(utterances, findings, raw), mine=mine, raw=raw,
         can_raw=can_view_raw_text(user.role), text=lambda v: _text(v, raw),
         working=item.status == "claimed" and item.claimed_by == user.username,
-        can_claim=user.role in review.REVIEWER_ROLES and item.status == "open",
-        can_open_appeal=user.role in review.SUPERVISOR_ROLES and item.status == "closed" and item.verdict == "fail",
+        can_claim=can(user.role, "review.work") and item.status == "open",
+        can_open_appeal=can(user.role, "appeal.view") and item.status == "closed" and item.verdict == "fail",
         open_appeal=next((a for a in detail.appeals if a.status == "open"), None),
-        can_decide_appeal=user.role == "senior" and item.closed_by != user.username,
+        can_decide_appeal=can(user.role, "appeal.decide") and item.closed_by != user.username,
         categories=review.categories(), severities=("fatal", "major", "minor"),
     )
 
@@ -143,7 +143,7 @@ def _back(item_id: int, anchor: str = "") -> RedirectResponse:
 
 @router.post("/items/{item_id}/findings/{finding_id}/decide")
 def decide(item_id: int, finding_id: int, decision: str = Form(...), comment: str = Form(""),
-           user=Depends(require_roles(*review.REVIEWER_ROLES)), db: Session = Depends(get_db)):
+           user=Depends(require("review.work")), db: Session = Depends(get_db)):
     review.decide(db, actor_of(user), item_id, finding_id, decision, comment.strip() or None)
     db.commit()
     return _back(item_id, f"#finding-{finding_id}")
@@ -152,7 +152,7 @@ def decide(item_id: int, finding_id: int, decision: str = Form(...), comment: st
 @router.post("/items/{item_id}/findings")
 def add_finding(item_id: int, category: str = Form(...), severity: str = Form(""), start_s: str = Form(""),
                 end_s: str = Form(""), comment: str = Form(""),
-                user=Depends(require_roles(*review.REVIEWER_ROLES)), db: Session = Depends(get_db)):
+                user=Depends(require("review.work")), db: Session = Depends(get_db)):
     finding = review.add_finding(db, actor_of(user), item_id, category=category, severity=severity or None,
                                  start_s=optional_float(start_s, "start"), end_s=optional_float(end_s, "end"),
                                  comment=comment.strip() or None)
@@ -162,7 +162,7 @@ def add_finding(item_id: int, category: str = Form(...), severity: str = Form(""
 
 @router.post("/items/{item_id}/close")
 def close(request: Request, item_id: int, verdict: str = Form(""), final_score: str = Form(""),
-          comment: str = Form(""), user=Depends(require_roles(*review.REVIEWER_ROLES)),
+          comment: str = Form(""), user=Depends(require("review.work")),
           db: Session = Depends(get_db)):
     review.close(db, actor_of(user), item_id, verdict=verdict or None,
                  final_score=optional_float(final_score, "final score"), comment=comment.strip() or None,
@@ -179,7 +179,7 @@ def audio(call_pk: int, user=Depends(current_user), db: Session = Depends(get_db
     call = db.get(Call, call_pk)
     if call is None:
         raise NotFound(f"call {call_pk} does not exist")
-    if user.role not in VIEW_ROLES:
+    if not can(user.role, "item.view"):
         raise PermissionDenied(f"{user.username} ({user.role}) may not listen to recordings")
     if call.status == "failed":
         raise NotFound(f"call {call.call_id} failed ({call.error_code}); its recording is not available")

@@ -7,21 +7,21 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..review import calibration
 from .. import review
 from ..errors import NotFound
+from ..permissions import can
+from ..review import calibration
 from ..storage.models import CalibrationSession, Call, Finding
-from .auth import actor_of, get_db, require_roles
+from .auth import actor_of, get_db, require
 from .forms import optional_float, split_list
 from .render import render
 
 router = APIRouter()
 
-CALIBRATION_ROLES = ("inspector", "senior", "admin", "auditor")
 
 
 @router.get("/appeals")
-def appeals_page(request: Request, user=Depends(require_roles(*review.SUPERVISOR_ROLES)),
+def appeals_page(request: Request, user=Depends(require("appeal.view")),
                  db: Session = Depends(get_db)):
     pending = [(e, review.find_appeal(db, e.item_id)) for e in review.list_queue(db, statuses=("appealed",))]
     decided = review.list_queue(db, statuses=("appeal_decided",), limit=50)
@@ -30,7 +30,7 @@ def appeals_page(request: Request, user=Depends(require_roles(*review.SUPERVISOR
 
 @router.post("/items/{item_id}/appeal")
 def open_appeal(request: Request, item_id: int, reason: str = Form(...),
-                user=Depends(require_roles(*review.SUPERVISOR_ROLES)), db: Session = Depends(get_db)):
+                user=Depends(require("appeal.open")), db: Session = Depends(get_db)):
     review.open_appeal(db, actor_of(user), item_id, reason, request.app.state.review_policy)
     db.commit()
     return RedirectResponse(f"/items/{item_id}#appeals", status_code=303)
@@ -38,7 +38,7 @@ def open_appeal(request: Request, item_id: int, reason: str = Form(...),
 
 @router.post("/appeals/{appeal_id}/decide")
 def decide_appeal(appeal_id: int, outcome: str = Form(...), reason: str = Form(...), final_score: str = Form(""),
-                  user=Depends(require_roles("senior")), db: Session = Depends(get_db)):
+                  user=Depends(require("appeal.decide")), db: Session = Depends(get_db)):
     appeal = review.decide_appeal(db, actor_of(user), appeal_id, outcome, reason,
                                   final_score=optional_float(final_score, "final score"))
     db.commit()
@@ -46,16 +46,16 @@ def decide_appeal(appeal_id: int, outcome: str = Form(...), reason: str = Form(.
 
 
 @router.get("/calibration")
-def calibration_page(request: Request, user=Depends(require_roles(*CALIBRATION_ROLES)),
+def calibration_page(request: Request, user=Depends(require("calibration.view")),
                      db: Session = Depends(get_db)):
     reports = [(cs, calibration.report(db, cs.id)) for cs in calibration.sessions(db)]
     return render(request, "calibration.html", reports=reports, miss=calibration.miss_rate(db),
-                  can_start=user.role in review.SUPERVISOR_ROLES)
+                  can_start=can(user.role, "calibration.manage"))
 
 
 @router.post("/calibration")
 def start_calibration(name: str = Form(...), calls: str = Form(...), inspectors: str = Form(...),
-                      user=Depends(require_roles(*review.SUPERVISOR_ROLES)), db: Session = Depends(get_db)):
+                      user=Depends(require("calibration.manage")), db: Session = Depends(get_db)):
     wanted = split_list(calls)
     found = dict(db.execute(select(Call.call_id, Call.id).where(Call.call_id.in_(wanted))).all())
     if missing := [c for c in wanted if c not in found]:
@@ -67,7 +67,7 @@ def start_calibration(name: str = Form(...), calls: str = Form(...), inspectors:
 
 
 @router.get("/calibration/{session_id}")
-def calibration_session_page(request: Request, session_id: int, user=Depends(require_roles(*CALIBRATION_ROLES)),
+def calibration_session_page(request: Request, session_id: int, user=Depends(require("calibration.view")),
                              db: Session = Depends(get_db)):
     report = calibration.report(db, session_id)
     cs = db.get(CalibrationSession, session_id)
@@ -81,19 +81,19 @@ def calibration_session_page(request: Request, session_id: int, user=Depends(req
     votes = {(i.call_id, i.item_key): i for i in report.items}
     return render(request, "calibration_session.html", cs=cs, report=report, calls=calls, rows=rows,
                   votes=votes, can_vote=cs.status == "open" and user.username in cs.inspectors,
-                  can_close=cs.status == "open" and user.role in review.SUPERVISOR_ROLES)
+                  can_close=cs.status == "open" and can(user.role, "calibration.manage"))
 
 
 @router.post("/calibration/{session_id}/vote")
 def calibration_vote(session_id: int, call_id: int = Form(...), item_key: str = Form(...), value: str = Form(...),
-                     user=Depends(require_roles(*review.REVIEWER_ROLES)), db: Session = Depends(get_db)):
+                     user=Depends(require("calibration.vote")), db: Session = Depends(get_db)):
     calibration.vote(db, actor_of(user), session_id, call_id, item_key, value)
     db.commit()
     return RedirectResponse(f"/calibration/{session_id}#call-{call_id}", status_code=303)
 
 
 @router.post("/calibration/{session_id}/close")
-def calibration_close(session_id: int, user=Depends(require_roles(*review.SUPERVISOR_ROLES)),
+def calibration_close(session_id: int, user=Depends(require("calibration.manage")),
                       db: Session = Depends(get_db)):
     calibration.close_session(db, actor_of(user), session_id)
     db.commit()

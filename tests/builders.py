@@ -1,5 +1,12 @@
-"""Builders of ORM rows for tests: one call at a time (``make_call`` ... ``add_review``), or a
-whole synthetic call center in bulk (``seed_calls``). Builders flush, the test commits."""
+"""Builders for the tests and the benchmarks: one home for every way of making test data.
+
+* audio: :func:`write_wav`, :func:`tone`, and a corpus of damaged recordings
+  (:func:`make_bad_corpus`) with the error code each must get;
+* rows, one call at a time (``make_call`` ... ``add_review``, :func:`analyzed_call`), or in
+  bulk: a synthetic call centre (:func:`seed_calls`), a large open queue (:func:`seed_queue`).
+
+Builders flush; the test commits.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,11 @@ import hashlib
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
 
 from sqlalchemy import insert
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from qa.storage.models import (
@@ -24,15 +34,75 @@ from qa.storage.models import (
     UtteranceRow,
 )
 
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --- audio ------------------------------------------------------------------------------------
+
+def write_wav(path: Path, samples, rate: int = 8000, subtype: str = "PCM_16") -> Path:
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(str(path), np.asarray(samples, dtype=np.float32), rate, subtype=subtype)
+    return path
+
+
+def tone(seconds: float, rate: int = 8000, freq: float = 440.0, channels: int = 1, amp: float = 0.3):
+    import numpy as np
+
+    t = np.arange(int(seconds * rate)) / rate
+    mono = (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return mono if channels == 1 else np.stack([mono * (1 + 0.1 * c) for c in range(channels)], axis=1)
+
+
+# The bad recordings ingest must reject, with the error code each must get.
+BAD_FILE_CODES = {
+    "zero.wav": "audio.empty",
+    "truncated.wav": "audio.truncated",
+    "random.wav": "audio.corrupt",
+    "nan.wav": "audio.nan",
+    "eight_channels.wav": "audio.channels",
+    "too_long.wav": "audio.too_long",
+    "silent.wav": "audio.silent",
+    "flac_named.wav": "audio.wrong_extension",
+    "notes.txt.mp3": "audio.corrupt",
+}
+BAD_CORPUS_MAX_DURATION_S = 60.0
+
+
+def make_bad_corpus(folder: Path) -> dict[str, str]:
+    """Write one recording per kind of damage into ``folder``; returns file name -> code."""
+    import numpy as np
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "zero.wav").write_bytes(b"")
+    good = write_wav(folder / "_tmp_good.wav", tone(2.0))
+    (folder / "truncated.wav").write_bytes(good.read_bytes()[:3000])
+    good.unlink()
+    (folder / "random.wav").write_bytes(np.random.default_rng(7).bytes(20000))
+    nan = tone(1.0)
+    nan[100:110] = np.nan
+    write_wav(folder / "nan.wav", nan, subtype="FLOAT")
+    write_wav(folder / "eight_channels.wav", tone(1.0, channels=8))
+    write_wav(folder / "too_long.wav", tone(BAD_CORPUS_MAX_DURATION_S + 5, rate=8000, amp=0.1))
+    write_wav(folder / "silent.wav", np.zeros(16000, dtype=np.float32))
+    sf.write(str(folder / "flac_named.wav"), tone(1.0), 8000, format="FLAC")
+    (folder / "notes.txt.mp3").write_text("这不是音频文件。" * 200, encoding="utf-8")
+    return dict(BAD_FILE_CODES)
+
+
+# --- rows, one call at a time ----------------------------------------------------------------
+
 ASR_SHA = hashlib.sha256(b"whisper-base").hexdigest()
 PACK_SHA = hashlib.sha256(b"finance-zh 1.2.0").hexdigest()
 MODEL_SHA = hashlib.sha256(b"complaint-risk 0.3.1").hexdigest()
 POLICY_SHA = hashlib.sha256(b"tier-policy").hexdigest()
 DAY0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def make_call(session: Session, call_id: str, *, agent_id: str | None = "A001", team: str | None = "理财一组",
@@ -241,3 +311,65 @@ def seed_calls(session: Session, n: int, *, seed: int = 7, days: int = 5, start:
     session.flush()
     return Seeded(calls=n, failed=failed, findings=len(findings), reviewed_findings=reviewed,
                   confirmed=confirmed, days=days)
+
+
+# --- review items ------------------------------------------------------------------------------
+
+def analyzed_call(session: Session, call_id: str, findings: list[tuple[str, str, str]] = (),
+                  *, agent_id: str = "A001", risk: float | None = None, analysis_score: float | None = None) -> Call:
+    """A call with a current analysis; ``findings`` are (rule_id, category, severity)."""
+    call = Call(call_id=call_id, recording_sha256=sha(call_id), file_path=f"/rec/{call_id}.wav", file_size=1,
+                agent_id=agent_id, status="analyzed")
+    session.add(call)
+    session.flush()
+    transcript = Transcript(call_id=call.id, asr_model="base", asr_sha256=sha("asr"), options_sha256=sha("o"))
+    session.add(transcript)
+    session.flush()
+    analysis = Analysis(call_id=call.id, transcript_id=transcript.id, rule_pack_name="finance-zh",
+                        rule_pack_version="1", rule_pack_sha256=sha("pack"), score=analysis_score)
+    session.add(analysis)
+    session.flush()
+    for n, (rule_id, category, severity) in enumerate(findings):
+        session.add(Finding(analysis_id=analysis.id, call_id=call.id, source="rule", rule_id=rule_id,
+                            category=category, severity=severity, role="agent", start_s=10.0 * n,
+                            end_s=10.0 * n + 3, matched_text="保本保息", evidence="我们这个产品保本保息"))
+    if risk is not None:
+        session.add(ClassifierScore(analysis_id=analysis.id, call_id=call.id, model_name="complaint_risk",
+                                    model_version="1", model_sha256=sha("m"), label="complaint",
+                                    probability=risk, probabilities={"complaint": risk, "none": 1 - risk}))
+    session.flush()
+    return call
+
+
+def seed_queue(engine: Engine, n: int, *, tiers: tuple[str, ...] = ("T1", "T2", "T3"), batch: int = 5000,
+               due: Callable[[int], datetime] = lambda i: T0 + timedelta(minutes=i % 997)) -> None:
+    """``n`` open review items (with the calls, analyses and assessments they hang on),
+    inserted in bulk; item ``i`` is due at ``due(i)``."""
+    with engine.begin() as conn:
+        for start in range(0, n, batch):
+            idx = range(start, min(n, start + batch))
+            conn.execute(insert(Call), [dict(id=i + 1, call_id=f"Q{i:07d}", recording_sha256=sha(f"Q{i}"),
+                                             file_path="/x", file_size=1, status="routed", extra={},
+                                             channel_layout="stereo-agent-left", roles_inferred=False)
+                                        for i in idx])
+            conn.execute(insert(Transcript), [dict(id=i + 1, call_id=i + 1, asr_model="base", asr_sha256="a",
+                                                   options_sha256="o", options={}, features={}, is_current=True)
+                                              for i in idx])
+            conn.execute(insert(Analysis), [dict(id=i + 1, call_id=i + 1, transcript_id=i + 1, rule_pack_name="p",
+                                                 rule_pack_version="1", rule_pack_sha256="s", classifiers_sha256="",
+                                                 is_current=True, scorecard={}) for i in idx])
+            conn.execute(insert(Assessment), [dict(id=i + 1, call_id=i + 1, analysis_id=i + 1, score=90.0,
+                                                   fatal=False, tier=tiers[i % len(tiers)], reasons=[], policy={},
+                                                   policy_sha256="p", calibration_sample=False, is_current=True)
+                                              for i in idx])
+            conn.execute(insert(ReviewItem), [dict(id=i + 1, call_id=i + 1, assessment_id=i + 1,
+                                                   tier=tiers[i % len(tiers)], reason="flagged", status="open",
+                                                   priority=0.0, due_at=due(i))
+                                              for i in idx])
+    if engine.dialect.name == "postgresql":
+        # Explicit ids leave the sequences behind; later ORM inserts must not collide.
+        with engine.begin() as conn:
+            for table in ("calls", "transcripts", "analyses", "assessments", "review_items"):
+                conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                     f"(SELECT MAX(id) FROM {table}))")
+            conn.exec_driver_sql("ANALYZE")
