@@ -21,8 +21,6 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from .errors import AuditError
@@ -99,7 +97,10 @@ def append(session: Session, actor: str, action: str, object_type: str, object_i
     # The lock makes a duplicate seq impossible between our writers; the retry covers a writer
     # that appends without it, by re-reading the chain head. ON CONFLICT DO NOTHING instead of
     # a savepoint keeps the locked stretch to two statements.
-    insert = sqlite_insert if is_sqlite(session) else pg_insert
+    if is_sqlite(session):
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert
     for _ in range(_INSERT_ATTEMPTS):
         seq, prev_hash = _last_event(session)
         seq += 1

@@ -21,18 +21,8 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from qa.storage.models import (
-    Analysis,
-    Assessment,
-    Call,
-    ClassifierScore,
-    Finding,
-    ReviewDecision,
-    ReviewItem,
-    Transcript,
-    User,
-    UtteranceRow,
-)
+from qa.storage.models import (Analysis, Assessment, Call, ClassifierScore, Finding, ReviewDecision, ReviewItem,
+                               Transcript, User, UtteranceRow)
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 

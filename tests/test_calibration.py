@@ -3,8 +3,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from click.testing import CliRunner
 from builders import T0, add_user, analyzed_call
+from click.testing import CliRunner
 from sqlalchemy import select
 
 from qa import audit, review

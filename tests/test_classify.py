@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from builders import add_analysis, add_assessment, add_review, add_transcript, make_call
+from click.testing import CliRunner
 
 from qa.classifiers.cards import ModelCard
 from qa.classifiers.corpus import examples_sha256, load_seed

@@ -11,7 +11,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from builders import (
     DAY0,
     add_analysis,
@@ -22,6 +21,7 @@ from builders import (
     make_call,
     seed_calls,
 )
+from click.testing import CliRunner
 from openpyxl import load_workbook
 from sqlalchemy import select
 

@@ -3,8 +3,8 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-from click.testing import CliRunner
 from builders import BAD_CORPUS_MAX_DURATION_S, make_bad_corpus, tone, write_wav
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from qa.cli import cli

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from builders import DAY0, add_analysis, add_assessment, add_review, add_transcript, make_call, seed_calls
+from click.testing import CliRunner
 from PIL import Image
 from sqlalchemy import func, select
 

@@ -20,17 +20,8 @@ from qa.pipeline.analyses import analyze_call
 from qa.pipeline.run import PipelineOptions, run_pipeline
 from qa.pipeline.stages import WhisperStages
 from qa.rules.stage import AnalyzeOptions, Analyzer, load_classifiers, open_analyzer
-from qa.storage.models import (
-    Analysis,
-    Assessment,
-    Call,
-    ClassifierScore,
-    Finding,
-    ReviewDecision,
-    ReviewItem,
-    Transcript,
-    UtteranceRow,
-)
+from qa.storage.models import (Analysis, Assessment, Call, ClassifierScore, Finding, ReviewDecision, ReviewItem,
+                               Transcript, UtteranceRow)
 
 PACK = Settings().rules_pack
 RISKY = [("agent", "您好，嘉禾银行财富管理中心，工号二零零一，本次通话将被录音。"),

@@ -11,8 +11,7 @@ from qa import audit
 from qa.config import Settings
 from qa.errors import NotFound
 from qa.review.routing import TierPolicy, assess_call, in_calibration_sample, route, score_and_route
-from qa.rules.schema import Scorecard
-from qa.rules.scorecard import Scored, score_findings
+from qa.rules.scorecard import Scorecard, Scored, score_findings
 from qa.storage.models import Analysis, Assessment, AuditEvent, Call, Finding, ReviewItem
 
 NO_SAMPLE = TierPolicy(calibration_rate=0.0)

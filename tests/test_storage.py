@@ -29,6 +29,22 @@ def test_upgrade_is_idempotent(db_url):
     engine.dispose()
 
 
+def test_the_expected_revision_is_the_migrations_head():
+    from alembic.script import ScriptDirectory
+
+    assert ScriptDirectory.from_config(db.alembic_config("sqlite://")).get_current_head() == db.SCHEMA_REVISION
+
+
+def test_ensure_schema_migrates_a_new_database_and_leaves_a_current_one(tmp_path):
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'new.db'}")
+    assert not db.has_schema(engine)
+    db.ensure_schema(engine)
+    assert db.has_schema(engine) and db.current_revision(engine) == db.SCHEMA_REVISION
+    db.ensure_schema(engine)  # at the head already: nothing to do
+    assert db.current_revision(engine) == db.SCHEMA_REVISION
+    engine.dispose()
+
+
 def test_unique_keys_make_stages_idempotent(db_url):
     factory = db.session_factory(db.make_engine(db_url))
     with factory() as s:

@@ -49,9 +49,9 @@ class App:
         if self._factory is None:
             from .. import storage
 
-            url = self.settings.effective_database_url
-            storage.upgrade(url)
-            self._factory = storage.session_factory(storage.make_engine(url))
+            engine = storage.make_engine(self.settings.effective_database_url)
+            storage.ensure_schema(engine)
+            self._factory = storage.session_factory(engine)
         return self._factory
 
     def close(self) -> None:

@@ -18,17 +18,8 @@ from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
 from ..domain import CALL_STATUSES, TIERS
-from ..storage.models import (
-    Analysis,
-    Assessment,
-    Call,
-    ClassifierScore,
-    Finding,
-    ReviewDecision,
-    ReviewItem,
-    Transcript,
-    UtteranceRow,
-)
+from ..storage.models import (Analysis, Assessment, Call, ClassifierScore, Finding, ReviewDecision, ReviewItem,
+                              Transcript, UtteranceRow)
 from ..timeutil import as_utc
 
 

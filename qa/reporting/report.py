@@ -3,34 +3,26 @@ calls started in a period.
 
 :func:`collect` runs aggregate queries only (GROUP BY in the database), so the report costs
 the same memory for a thousand calls or a million. :func:`build_report` draws the charts
-(:mod:`qa.report_charts`) and renders the HTML; every value from the database is escaped.
+(:mod:`qa.reporting.charts`) and renders ``templates/report.html`` with Jinja2, autoescaped.
 Days are UTC days of the call start time.
 """
 
 from __future__ import annotations
 
-import html
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy import and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from .. import __version__
+from ..domain import TIERS
 from ..errors import ExportError
-from ..rules.taxonomy import load_taxonomy
-from ..storage.models import (
-    Analysis,
-    Assessment,
-    Call,
-    ClassifierScore,
-    Finding,
-    ReviewDecision,
-    ReviewItem,
-    Transcript,
-)
+from ..labels import CALL_STATUS_LABELS, REVIEW_OUTCOMES, category_label
+from ..storage.models import (Analysis, Assessment, Call, ClassifierScore, Finding, ReviewDecision, ReviewItem,
+                              Transcript)
 from ..timeutil import as_utc
 from .charts import BAD, GOOD, LATE, NEUTRAL, WAITING, Chart, cjk_font, heatmap, interval_bars, stacked_bars, value_bars
 
@@ -42,9 +34,7 @@ MAX_HEATMAP_TEAMS = 20
 MAX_HEATMAP_AGENTS = 20
 MAX_HEATMAP_DAYS = 31
 MAX_RULE_BARS = 20
-REVIEW_OUTCOMES = {"pending": "待复核", "passed": "复核合格", "failed": "复核不合格", "appealed": "申诉中"}
-STATUS_LABELS = {"registered": "已登记", "prepared": "已预处理", "transcribed": "已转写", "analyzed": "已分析",
-                 "scored": "已评分", "routed": "已完成", "failed": "失败"}
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 @dataclass(frozen=True)
@@ -301,11 +291,6 @@ def _versions(session: Session, in_window) -> dict[str, list[tuple[str, ...]]]:
     }
 
 
-def category_label(category: str) -> str:
-    cat = load_taxonomy().get(category)
-    return cat.zh if cat else category
-
-
 def draw_charts(data: ReportData) -> tuple[Chart, ...]:
     """Charts for the sections that have data (an empty period yields none)."""
     charts = []
@@ -368,13 +353,63 @@ def draw_charts(data: ReportData) -> tuple[Chart, ...]:
     return tuple(charts)
 
 
+def _pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+def render_html(options: ReportOptions, data: ReportData, charts: tuple[Chart, ...], *, generated_at: datetime,
+                version: str, font: str | None, settings=None) -> str:
+    """The report page (``templates/report.html``, autoescaped)."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    overdue = sum(r.open_overdue for r in data.sla)
+    flagged = sum(data.tiers.get(t, 0) for t in TIERS)
+    reviewed = sum(r.reviewed for r in data.rules)
+    confirmed = sum(r.confirmed for r in data.rules)
+    miss = data.miss
+    has_miss = bool(miss and miss.rate is not None)
+    cards = [
+        ("通话总数", data.calls_total, False),
+        ("处理失败", f"{data.calls_failed}（{_pct(data.calls_failed, data.calls_total)}）", data.calls_failed > 0),
+        ("需复核（T1/T2/T3）", flagged, False), ("T1 致命", data.tiers.get("T1", 0), data.tiers.get("T1", 0) > 0),
+        ("复核超时未处理", overdue, overdue > 0), ("规则整体精确率", _pct(confirmed, reviewed), False),
+        # The sample size beside the rate: 100 % of one call is not 100 % of three hundred.
+        ("漏检率估计", f"{100 * miss.rate:.1f}%（n={miss.reviewed}）" if has_miss else "样本不足", False),
+    ]
+    miss_detail = None
+    if has_miss:
+        n = miss.unflagged_calls
+        miss_detail = {"reviewed": miss.reviewed, "faulty": miss.faulty, "unflagged": n,
+                       "estimate": f"{miss.rate * n:.0f}", "low": f"{miss.low * n:.0f}", "high": f"{miss.high * n:.0f}"}
+    return env.get_template("report.html").render(
+        options=options, data=data, charts={c.key: c for c in charts}, cards=cards, generated_at=generated_at,
+        version=version, last_day=(options.until - timedelta(seconds=1)).date(),
+        font_note=f"图表字体：{font}" if font else "未找到中文字体，图表中的中文可能无法显示",
+        sla_hours="" if settings is None else (f"SLA：T1 {settings.tier1_sla_hours:g} 小时，"
+                                               f"T2 {settings.tier2_sla_hours:g} 小时，T3 {settings.tier3_sla_hours:g} 小时。"),
+        status_rows=[[CALL_STATUS_LABELS.get(st, st), st, n] for st, n in sorted(data.calls_by_status.items())],
+        tier_rows=[[t if t != "none" else "未标记", data.tiers.get(t, 0)] for t in (*TIERS, "none") if t in data.tiers],
+        sla_rows=[[r.tier, r.closed_on_time, r.closed_late, r.open_in_time, r.open_overdue, r.total] for r in data.sla],
+        category_rows=[[category_label(c), c, n] for c, n in data.categories],
+        team_rows=[[t, n, f"{m:.1f}"] for t, n, m in data.teams],
+        agent_rows=[[a, t, n, f"{m:.1f}"] for a, t, n, m in data.agents],
+        review_outcomes=list(REVIEW_OUTCOMES.values()),
+        review_rows=[[r.tier, *(getattr(r, k) for k in REVIEW_OUTCOMES), r.total] for r in data.reviews],
+        rule_rows=[[r.rule_id, category_label(r.category), r.confirmed, r.rejected,
+                    "-" if r.precision is None else f"{100 * r.precision:.1f}%"] for r in data.rules],
+        miss_text=(f"{100 * miss.rate:.1f}%（95% 区间 {100 * miss.low:.1f}%–{100 * miss.high:.1f}%）"
+                   if has_miss else "样本不足"),
+        miss_detail=miss_detail, versions=data.versions,
+    )
+
+
 def build_report(session: Session, options: ReportOptions, *, settings=None, now: datetime | None = None) -> Report:
     """Collect, draw and render. ``settings`` is accepted for the SLA hours shown in the text."""
     now = now or datetime.now(timezone.utc)
     data = collect(session, options, now=now)
     charts = draw_charts(data)
-    from .html import render_html
-
     page = render_html(options, data, charts, generated_at=now, version=__version__, font=cjk_font(),
                        settings=settings)
     log.info("report %s..%s: %d calls, %d charts", options.since.date(), options.until.date(), data.calls_total,
@@ -387,7 +422,3 @@ def write_report(report: Report, path: Path) -> None:
         Path(path).write_text(report.html, encoding="utf-8")
     except OSError as e:
         raise ExportError(f"cannot write report: {e}", path=str(path)) from e
-
-
-def esc(value) -> str:
-    return html.escape("" if value is None else str(value), quote=True)

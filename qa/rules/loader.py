@@ -27,7 +27,8 @@ from .matchers import (
     Window,
     compile_regex,
 )
-from .schema import ABSENT, EXPECTS, PRESENT, Rule, RulePack, RuleTest, Scorecard, TestTurn
+from .schema import ABSENT, EXPECTS, PRESENT, Rule, RulePack, RuleTest, TestTurn
+from .scorecard import Scorecard
 from .taxonomy import load_taxonomy
 from .text import HOMOPHONE, LEVELS, is_cjk, normalize
 from .yamlsrc import YList, YMap, load_yaml

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from ..domain import SEVERITIES
 from .conditions import Condition
+from .scorecard import Scorecard
 
 PRESENT = "present"  # the rule fires when its condition matches (must_not_say, triggers ...)
 ABSENT = "absent"  # the rule fires when its condition does not match (must_say)
@@ -49,29 +49,6 @@ class Rule:
     points: float | None = None  # deduction overriding the scorecard's per-severity points
     source: str = ""
     tests: tuple[RuleTest, ...] = ()
-
-
-@dataclass(frozen=True)
-class Scorecard:
-    """Points deducted from ``base`` for each fired rule: the rule's own ``points``, else
-    ``rule_points[id]``, else ``severity_points[severity]``. Customer-side triggers deduct
-    nothing (they are not the agent's doing). A fatal finding makes the score 0 when
-    ``fatal_fails``. Rules that are not applicable are N/A, neither passed nor failed."""
-
-    base: float = 100.0
-    severity_points: dict[str, float] = field(default_factory=lambda: {"fatal": 100.0, "major": 10.0, "minor": 5.0})
-    rule_points: dict[str, float] = field(default_factory=dict)
-    fatal_fails: bool = True
-
-    def validate(self) -> None:
-        if self.base <= 0:
-            raise ValueError(f"scorecard base must be positive, got {self.base}")
-        unknown = set(self.severity_points) - set(SEVERITIES)
-        if unknown:
-            raise ValueError(f"scorecard severity_points has unknown severities {sorted(unknown)}")
-        for name, pts in {**self.severity_points, **self.rule_points}.items():
-            if pts < 0:
-                raise ValueError(f"scorecard points for {name} must not be negative, got {pts}")
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,38 @@ makes the score 0 when the scorecard says ``fatal_fails``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable
 
+from ..domain import SEVERITIES
 from .results import FIRED, NA, PASSED, RuleOutcome, ScoreResult
-from .schema import RulePack, Scorecard
+
+if TYPE_CHECKING:  # the schema holds a scorecard; the review workflow scores without loading rules
+    from .schema import RulePack
+
+
+@dataclass(frozen=True)
+class Scorecard:
+    """Points deducted from ``base`` for each fired rule: the rule's own ``points``, else
+    ``rule_points[id]``, else ``severity_points[severity]``. Customer-side triggers deduct
+    nothing (they are not the agent's doing). A fatal finding makes the score 0 when
+    ``fatal_fails``. Rules that are not applicable are N/A, neither passed nor failed."""
+
+    base: float = 100.0
+    severity_points: dict[str, float] = field(default_factory=lambda: {"fatal": 100.0, "major": 10.0, "minor": 5.0})
+    rule_points: dict[str, float] = field(default_factory=dict)
+    fatal_fails: bool = True
+
+    def validate(self) -> None:
+        if self.base <= 0:
+            raise ValueError(f"scorecard base must be positive, got {self.base}")
+        unknown = set(self.severity_points) - set(SEVERITIES)
+        if unknown:
+            raise ValueError(f"scorecard severity_points has unknown severities {sorted(unknown)}")
+        for name, pts in {**self.severity_points, **self.rule_points}.items():
+            if pts < 0:
+                raise ValueError(f"scorecard points for {name} must not be negative, got {pts}")
+
 
 NOT_SCORED_KINDS = ("trigger",)  # customer-side events route a call but are not the agent's fault
 FAILING_SEVERITIES = ("fatal", "major")  # a kept finding of these fails the call by default

@@ -29,6 +29,7 @@ from ..errors import StorageError
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SCHEMA_REVISION = "0001"  # the Alembic head this code expects (a test keeps the two equal)
 IN_LIST_CHUNK = 500  # values per ``IN (...)``: SQLite caps the parameters of one statement
 
 T = TypeVar("T")
@@ -134,6 +135,19 @@ def alembic_config(url: str):
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
     return cfg
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Migrate the database unless it is at :data:`SCHEMA_REVISION` already. One query
+    decides; Alembic is imported only when there is something to do, which keeps every
+    command that opens the database quick."""
+    try:
+        with engine.connect() as conn:
+            revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    except SQLAlchemyError:  # no schema yet
+        revision = None
+    if revision != SCHEMA_REVISION:
+        upgrade(engine.url.render_as_string(hide_password=False))
 
 
 def upgrade(url: str, revision: str = "head") -> None:
