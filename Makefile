@@ -22,6 +22,7 @@ demo: install
 	$(BIN)/qa demo
 
 test: install
+	$(BIN)/ruff check qa tests scripts
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 serve: install

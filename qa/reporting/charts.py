@@ -1,4 +1,4 @@
-"""PNG charts for :mod:`qa.report`, drawn with matplotlib's Agg renderer (no display, no
+"""PNG charts for :mod:`qa.reporting.report`, drawn with matplotlib's Agg renderer (no display, no
 pyplot state), with a CJK font so that Chinese team names and labels render.
 
 Font lookup, first hit wins: the Noto Sans CJK SC file shipped by the ``mplfonts`` package (a

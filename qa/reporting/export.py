@@ -1,8 +1,8 @@
 """Compliance audit exports: JSONL, CSV or XLSX files with a manifest beside them.
 
-``export_calls`` streams the matching calls in chunks (see :mod:`qa.exporters.records`),
-writes them with a format writer (:mod:`qa.exporters.writers`), writes the manifest
-(:mod:`qa.exporters.manifest`) and appends an ``export.create`` event to the audit log, or
+``export_calls`` streams the matching calls in chunks (see :mod:`qa.reporting.records`),
+writes them with a format writer (:mod:`qa.reporting.writers`), writes the manifest
+(:mod:`qa.reporting.manifest`) and appends an ``export.create`` event to the audit log, or
 ``export.unredacted`` when PII was left in. The caller owns the session and commits.
 
 Redaction is on by default. Only an active user with the ``auditor`` or ``admin`` role may

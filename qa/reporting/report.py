@@ -246,7 +246,7 @@ def collect(session: Session, options: ReportOptions, *, now: datetime | None = 
 
 def _miss_rate(session: Session, in_window, unflagged_calls: int) -> MissRate | None:
     """The share of reviewed calibration-sample calls (random unflagged calls, see
-    :mod:`qa.calibration`) that an inspector found faulty: a fail verdict or an added finding.
+    :mod:`qa.review.calibration`) that an inspector found faulty: a fail verdict or an added finding.
     Counted over the calls started in the period, like every other figure of the report,
     whenever they were reviewed: a day's sample is mostly reviewed on the days after."""
     from ..review.calibration import wilson_interval

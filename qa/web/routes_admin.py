@@ -1,4 +1,4 @@
-"""User administration (admins only), through :mod:`qa.users` like ``qa users``."""
+"""User administration (admins only), through :mod:`qa.review.users` like ``qa users``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Audit exports for auditors: filters, run (through :func:`qa.export.export_calls`, which
+"""Audit exports for auditors: filters, run (through :func:`qa.reporting.export.export_calls`, which
 writes the manifest and the audit event), list and download.
 
 Each export goes into its own folder under ``<data_dir>/exports/web/``. Downloads name a

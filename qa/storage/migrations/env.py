@@ -1,4 +1,4 @@
-"""Alembic environment: runs migrations against the URL set by :func:`qa.db.alembic_config`."""
+"""Alembic environment: runs migrations against the URL set by :func:`qa.storage.alembic_config`."""
 
 from alembic import context
 
