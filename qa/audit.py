@@ -9,6 +9,14 @@ SQLite (appends need a :func:`qa.storage.write_session`). The lock is held until
 commits, which is what makes the action and its audit event land together or not at all.
 
 No code path updates or deletes audit rows.
+
+A hash chain alone proves only that the rows agree with each other: someone with write access
+to the database can truncate it, or rewrite it and recompute every hash (the function is
+public). So the chain's head is signed at every export, at the end of every batch run and on
+demand (:func:`checkpoint`, with the key of :mod:`qa.signing`, which does not live in the
+database), and :func:`verify` checks the chain against the signed checkpoints and against the
+newest one kept beside the key: rewrites and truncations before the last checkpoint are found;
+events appended after it are reported as not yet anchored.
 """
 
 from __future__ import annotations
@@ -20,12 +28,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from . import signing
 from .errors import AuditError
 from .storage import is_sqlite, require_write_session
-from .storage.models import AuditEvent
+from .storage.models import AuditCheckpoint, AuditEvent
 from .timeutil import as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -118,10 +127,58 @@ def append(session: Session, actor: str, action: str, object_type: str, object_i
                      code="audit.conflict")
 
 
+# --- checkpoints ------------------------------------------------------------------------------
+
+def _checkpoint_body(cp: AuditCheckpoint | dict, database: str) -> bytes:
+    get = cp.get if isinstance(cp, dict) else lambda k: getattr(cp, k)
+    return signing.canonical({"database": database, "seq": get("seq"), "head_hash": get("head_hash"),
+                              "ts": _ts_text(get("ts")) if not isinstance(get("ts"), str) else get("ts"),
+                              "reason": get("reason"), "key_id": get("key_id"), "prev": get("prev")})
+
+
+def checkpoint(session: Session, signer: signing.Signer, database: str, reason: str,
+               now: datetime | None = None) -> dict:
+    """Sign the chain's current head in the caller's write transaction and return the
+    checkpoint (for :func:`anchor`, once the caller has committed)."""
+    require_write_session(session, "writing an audit checkpoint")
+    if not is_sqlite(session):
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK_KEY})
+    seq, head = _last_event(session)
+    last = session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.id.desc()).limit(1)).first()
+    row = AuditCheckpoint(seq=seq, head_hash=head, ts=as_utc(now) if now else utcnow(), reason=reason[:64],
+                          key_id=signer.key_id,
+                          prev=hashlib.sha256(last.signature.encode()).hexdigest() if last else "")
+    row.signature = signer.sign(_checkpoint_body(row, database))
+    session.add(row)
+    session.flush()
+    log.debug("audit checkpoint at seq %d (%s)", seq, reason)
+    return {"seq": row.seq, "head_hash": row.head_hash, "ts": _ts_text(row.ts), "reason": row.reason,
+            "key_id": row.key_id, "prev": row.prev, "signature": row.signature}
+
+
+def anchor(signer: signing.Signer, database: str, cp: dict) -> None:
+    """Keep the newest checkpoint beside the key, out of reach of a database writer."""
+    signing.record_anchor(signer, database, cp)
+
+
+def checkpoint_now(factory, key_file: str, database_url: str, reason: str) -> dict:
+    """A checkpoint in a write transaction of its own, committed and anchored (what a batch
+    run and ``qa audit checkpoint`` do)."""
+    from .storage import write_session
+
+    signer = signing.signer(key_file)
+    database = signing.database_id(database_url)
+    with write_session(factory) as session:
+        cp = checkpoint(session, signer, database, reason)
+        session.commit()
+    anchor(signer, database, cp)
+    return cp
+
+
 @dataclass(frozen=True)
 class AuditProblem:
     seq: int
-    kind: str  # edited | missing | inserted | reordered | broken_link
+    kind: str  # edited | missing | inserted | reordered | broken_link | checkpoint | truncated
     message: str
 
 
@@ -131,6 +188,14 @@ class AuditVerification:
     head_seq: int
     head_hash: str
     problems: tuple[AuditProblem, ...] = field(default_factory=tuple)
+    checkpoints: int = 0  # signed checkpoints checked
+    anchored_seq: int = 0  # the newest seq a valid checkpoint covers
+    key_id: str | None = None  # whose signatures were checked; None: none were
+
+    @property
+    def unanchored(self) -> int:
+        """Events after the last checkpoint: consistent, but not yet signed for."""
+        return max(0, self.head_seq - self.anchored_seq) if self.key_id else self.events
 
     @property
     def ok(self) -> bool:
@@ -141,7 +206,39 @@ class AuditVerification:
         return self.problems[0].seq if self.problems else None
 
 
-def verify(session: Session, *, anchor: tuple[int, str] | None = None, batch_size: int = 2000) -> AuditVerification:
+def _check_checkpoints(session: Session, verifier: signing.Verifier, database: str, hashes: dict[int, str],
+                       problems: list[AuditProblem], expected: dict | None) -> tuple[int, int]:
+    """Signatures, the checkpoints' own chain, the chain passing through each of them, and the
+    newest one kept beside the key. Returns (checkpoints, newest seq they cover)."""
+    prev, anchored, count = "", 0, 0
+    signatures = set()
+    for cp in session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.id)):
+        count += 1
+        signatures.add(cp.signature)
+        if cp.key_id != verifier.key_id or not verifier.verify(_checkpoint_body(cp, database), cp.signature):
+            problems.append(AuditProblem(cp.seq, "checkpoint", f"checkpoint {cp.id} (seq {cp.seq}): signature "
+                                         f"does not verify with key {verifier.key_id}; forged or edited"))
+            continue
+        if cp.prev != prev:
+            problems.append(AuditProblem(cp.seq, "checkpoint", f"checkpoint {cp.id} (seq {cp.seq}): the checkpoint "
+                                         "before it is missing or was replaced"))
+        prev = hashlib.sha256(cp.signature.encode()).hexdigest()
+        if cp.seq and hashes.get(cp.seq) != cp.head_hash:
+            what = "is missing" if cp.seq not in hashes else "has another hash"
+            problems.append(AuditProblem(cp.seq, "truncated" if cp.seq not in hashes else "edited",
+                                         f"seq {cp.seq} {what} than the signed checkpoint {cp.id} of "
+                                         f"{_ts_text(cp.ts)} says: the chain was cut or rewritten"))
+        anchored = max(anchored, cp.seq)
+    if expected is not None and expected.get("signature") not in signatures:
+        problems.append(AuditProblem(int(expected.get("seq", 0)), "truncated",
+                                     f"the newest checkpoint kept beside the key (seq {expected.get('seq')}, "
+                                     f"{expected.get('ts')}) is not in the database: checkpoints were deleted"))
+    return count, anchored
+
+
+def verify(session: Session, *, anchor: tuple[int, str] | None = None, batch_size: int = 2000,
+           verifier: signing.Verifier | None = None, database: str | None = None,
+           expected_anchor: dict | None = None) -> AuditVerification:
     """Recompute the whole chain and report every place where it does not hold.
 
     - a row whose hash does not match its content: ``edited``;
@@ -150,9 +247,11 @@ def verify(session: Session, *, anchor: tuple[int, str] | None = None, batch_siz
       or renumbered row), or ``inserted`` when its seq is out of the numbering;
     - rows whose insertion order (id) disagrees with their seq: ``reordered``.
 
-    A hash chain alone cannot tell a forged but correctly re-hashed tail from the real one;
-    ``anchor=(seq, hash)`` (a head recorded elsewhere, e.g. printed by an earlier verify) checks
-    that the chain still passes through that point.
+    A hash chain alone cannot tell a forged but correctly re-hashed tail from the real one.
+    With ``verifier`` (the public signing key), every signed checkpoint is checked and the
+    chain must pass through each; ``expected_anchor`` is the newest checkpoint kept beside the
+    key, which must still be in the database. ``anchor=(seq, hash)`` (a head recorded elsewhere,
+    e.g. printed by an earlier verify) checks that the chain still passes through that point.
     """
     problems: list[AuditProblem] = []
     expected_seq = 1
@@ -161,9 +260,11 @@ def verify(session: Session, *, anchor: tuple[int, str] | None = None, batch_siz
     count = 0
     head_seq, head_hash = 0, GENESIS_HASH
     anchor_seen = False
+    hashes: dict[int, str] = {}
     stmt = select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=batch_size)
     for ev in session.scalars(stmt):
         count += 1
+        hashes[ev.seq] = ev.hash
         if ev.seq < expected_seq:
             # Outside the numbering: report it and keep checking the chain without it.
             problems.append(AuditProblem(ev.seq, "inserted", f"seq {ev.seq}: unexpected number "
@@ -195,8 +296,18 @@ def verify(session: Session, *, anchor: tuple[int, str] | None = None, batch_siz
         head_seq, head_hash = ev.seq, ev.hash
     if anchor is not None and not anchor_seen:
         problems.append(AuditProblem(anchor[0], "missing", f"seq {anchor[0]} (the anchor) is missing"))
+    cps, anchored, key = 0, 0, None
+    if verifier is not None:
+        cps, anchored = _check_checkpoints(session, verifier, database or "", hashes, problems, expected_anchor)
+        key = verifier.key_id
+    else:
+        cps = session.scalar(select(func.count()).select_from(AuditCheckpoint)) or 0
+        if cps:
+            problems.append(AuditProblem(0, "checkpoint", f"{cps} signed checkpoint(s) exist but no public key was "
+                                         "given to check them: the signing key is missing"))
     problems.sort(key=lambda p: p.seq)
-    result = AuditVerification(events=count, head_seq=head_seq, head_hash=head_hash, problems=tuple(problems))
+    result = AuditVerification(events=count, head_seq=head_seq, head_hash=head_hash, problems=tuple(problems),
+                               checkpoints=cps, anchored_seq=anchored, key_id=key)
     if problems:
         log.error("audit chain broken: %d problem(s), first at seq %d", len(problems), problems[0].seq)
     return result

@@ -11,11 +11,14 @@ import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .domain import CHANNEL_LAYOUTS
 from .errors import ConfigError
+from .signing import default_key_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ASR_DEVICES = ("auto", "cpu", "cuda")
@@ -29,6 +32,8 @@ def _default_cache_dir() -> str:
 
 @dataclass(frozen=True)
 class Settings:
+    # the call centre's zone: times without an offset, local days, displayed times, contact hours
+    timezone: str = "Asia/Shanghai"
     data_dir: str = "var"
     database_url: str = ""  # empty: SQLite file ``<data_dir>/qa.db``
     cache_dir: str = field(default_factory=_default_cache_dir)
@@ -49,6 +54,8 @@ class Settings:
     # analysis
     rules_pack: str = str(REPO_ROOT / "rules" / "finance-zh")
     models_dir: str = str(REPO_ROOT / "models")
+    # a classifier that is there but damaged or tampered with: stop the run, or fail each call
+    classifier_errors: str = "stop"
     # review routing
     tier1_sla_hours: float = 4.0
     tier2_sla_hours: float = 24.0
@@ -62,9 +69,12 @@ class Settings:
     contact_hours: str = "08:00-21:00"
     # web
     secret_key: str = ""
+    # the Ed25519 key that signs audit checkpoints and export manifests: outside data_dir
+    audit_key_file: str = field(default_factory=default_key_file)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that is wrong."""
+        zone(self.timezone)
         if self.channel_layout not in CHANNEL_LAYOUTS:
             raise ValueError(
                 f"channel_layout must be one of {', '.join(CHANNEL_LAYOUTS)}, got {self.channel_layout!r}"
@@ -75,6 +85,8 @@ class Settings:
             raise ValueError(
                 f"asr_compute_type must be one of {', '.join(ASR_COMPUTE_TYPES)}, got {self.asr_compute_type!r}"
             )
+        if self.classifier_errors not in ("stop", "fail_calls"):
+            raise ValueError(f"classifier_errors must be stop or fail_calls, got {self.classifier_errors!r}")
         if self.max_duration_s <= 0:
             raise ValueError(f"max_duration_s must be positive, got {self.max_duration_s}")
         if self.asr_batch_size < 1:
@@ -95,10 +107,22 @@ class Settings:
             raise ValueError(f"contact_hours must look like 08:00-21:00, got {self.contact_hours!r}")
 
     @property
+    def tz(self) -> tzinfo:
+        return zone(self.timezone)
+
+    @property
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{Path(self.data_dir) / 'qa.db'}"
+
+
+def zone(name: str) -> tzinfo:
+    """The IANA time zone ``name`` (``Asia/Shanghai``); ``ValueError`` when there is none."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise ValueError(f"timezone must be an IANA zone name such as Asia/Shanghai, got {name!r}") from e
 
 
 def _is_hhmm(text: str) -> bool:

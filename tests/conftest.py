@@ -18,6 +18,19 @@ SAMPLES = REPO / "audio_samples"
 PG_URL = os.environ.get("QA_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_config_home(tmp_path_factory):
+    """The audit signing key lives under the user's config folder by default: the tests (and
+    the commands they start) keep theirs in a folder of their own."""
+    old = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config-home"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = old
+
+
 @pytest.fixture
 def samples_dir() -> Path:
     if not (SAMPLES / "manifest.csv").exists():

@@ -25,12 +25,12 @@ def write_pack(root: Path, rules: dict[str, str], pack_yaml: str = PACK_YAML) ->
 
 
 def one_rule(tmp_path: Path, condition: str, *, category: str = "promise.guaranteed_return",
-             extra: str = "", contact_hours: str = "08:00-21:00") -> RuleEngine:
+             extra: str = "", contact_hours: str = "08:00-21:00", timezone: str = "Asia/Shanghai") -> RuleEngine:
     """An engine over a pack of one rule whose ``condition:`` block is ``condition``."""
     body = f"id: r\ntitle: t\ncategory: {category}\n{textwrap.dedent(extra)}condition:\n" + textwrap.indent(
         textwrap.dedent(condition).strip() + "\n", "  ")
     pack = write_pack(tmp_path / "pack", {"r.yaml": body})
-    return RuleEngine(load_pack(pack), EngineOptions(contact_hours=contact_hours))
+    return RuleEngine(load_pack(pack), EngineOptions(contact_hours=contact_hours, timezone=timezone))
 
 
 def call(*turns, started_at: datetime | None = None, direction: str | None = None,

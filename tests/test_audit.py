@@ -194,3 +194,97 @@ def test_cli_verify(cli_env, settings):
     assert "first at seq 3" in bad.output and "seq 3: edited" in bad.output
     log = runner.invoke(cli, ["audit", "log", "--object", "finding:2"])
     assert log.exit_code == 0 and "review.decide" in log.output and "finding:2" in log.output
+
+
+# --- signed checkpoints: tampering by someone who can write the database ---------------------
+
+def _recompute_chain(engine) -> None:
+    """What an attacker with write access does after editing rows: rehash the whole chain
+    with the public function, so the chain alone agrees with itself again."""
+    with engine.begin() as conn:
+        rows = conn.execute(select(AuditEvent.__table__).order_by(AuditEvent.seq)).mappings().all()
+        prev = audit.GENESIS_HASH
+        for new_seq, r in enumerate(rows, start=1):
+            values = dict(seq=new_seq, ts=r["ts"], actor=r["actor"], action=r["action"], object_type=r["object_type"],
+                          object_id=r["object_id"], before=r["before"], after=r["after"], prev_hash=prev)
+            digest = audit.event_hash(**values)
+            conn.execute(sa.update(AuditEvent.__table__).where(AuditEvent.id == r["id"])
+                         .values(seq=-new_seq, prev_hash=prev, hash=digest))
+            prev = digest
+        conn.execute(sa.update(AuditEvent.__table__).values(seq=-AuditEvent.seq))
+
+
+@pytest.fixture
+def signed(cli_env, settings):
+    """A database with 10 events whose head was signed by ``qa audit checkpoint``."""
+    qadb.upgrade(settings.effective_database_url)
+    engine = qadb.make_engine(settings.effective_database_url)
+    _fill(qadb.session_factory(engine), 10)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["audit", "checkpoint"])
+    assert r.exit_code == 0 and "checkpoint at seq 10" in r.output, r.output
+    yield engine, runner
+    engine.dispose()
+
+
+def _verify_cli(runner) -> tuple[int, str]:
+    r = runner.invoke(cli, ["audit", "verify"])
+    return r.exit_code, r.output
+
+
+def test_a_signed_chain_verifies(signed):
+    _, runner = signed
+    code, out = _verify_cli(runner)
+    assert code == 0 and "1 signed checkpoint(s) checked" in out and "audit log OK: 10 events" in out
+
+
+@pytest.mark.parametrize("attack", ["delete the last rows", "delete every row", "rewrite a verdict and rehash",
+                                    "delete a row, renumber and rehash", "delete the checkpoints too"])
+def test_truncation_and_rewrites_are_found(signed, attack):
+    engine, runner = signed
+    with engine.begin() as conn:
+        if attack == "delete the last rows":
+            conn.execute(text("DELETE FROM audit_events WHERE seq > 7"))
+        elif attack == "delete every row":
+            conn.execute(text("DELETE FROM audit_events"))
+        elif attack == "rewrite a verdict and rehash":
+            conn.execute(text("UPDATE audit_events SET after = '{\"decision\": \"rejected\"}' WHERE seq = 9"))
+        elif attack == "delete a row, renumber and rehash":
+            conn.execute(text("DELETE FROM audit_events WHERE seq = 4"))
+        else:
+            conn.execute(text("DELETE FROM audit_events WHERE seq > 7"))
+            conn.execute(text("DELETE FROM audit_checkpoints"))
+    if "rehash" in attack:
+        _recompute_chain(engine)
+    code, out = _verify_cli(runner)
+    assert code == 3, (attack, out)
+    assert "BROKEN" in out
+
+
+def test_a_forged_checkpoint_does_not_verify(signed):
+    engine, runner = signed
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE audit_checkpoints SET seq = 9"))
+    code, out = _verify_cli(runner)
+    assert code == 3 and "signature does not verify" in out
+
+
+def test_events_after_the_last_checkpoint_are_reported_unanchored(signed):
+    engine, runner = signed
+    _fill(qadb.session_factory(engine), 1)  # a forged append would look just like this one
+    code, out = _verify_cli(runner)
+    assert code == 0 and "1 event(s) after the last checkpoint are not anchored yet" in out
+    assert runner.invoke(cli, ["audit", "checkpoint"]).exit_code == 0
+    assert "not anchored" not in _verify_cli(runner)[1]
+
+
+def test_keys_are_made_once_and_printed(signed, settings):
+    _, runner = signed
+    again = runner.invoke(cli, ["audit", "keygen"])
+    assert again.exit_code == 1 and "exists already" in again.output
+    pub = runner.invoke(cli, ["audit", "pubkey"]).output.strip()
+    assert len(pub) == 64
+    elsewhere = runner.invoke(cli, ["audit", "verify", "--public-key", pub])
+    assert elsewhere.exit_code == 0, elsewhere.output
+    wrong = runner.invoke(cli, ["audit", "verify", "--public-key", "ab" * 32])
+    assert wrong.exit_code == 3

@@ -256,12 +256,12 @@ def test_cli_export_and_verify(cli_env, session, tmp_path: Path, two_calls) -> N
     manifest.write_text(manifest.read_text(encoding="utf-8").replace('"actor": "alice"', '"actor": "bob"'),
                         encoding="utf-8")
     r = runner.invoke(cli, ["export", "verify", "--audit", str(manifest)])
-    assert r.exit_code == 1 and "no export event in the audit log" in r.output
+    assert r.exit_code == 3 and "no export event in the audit log" in r.output
     data = bytearray(out.read_bytes())
     data[100] ^= 0xFF
     out.write_bytes(bytes(data))
     r = runner.invoke(cli, ["export", "verify", str(manifest)])
-    assert r.exit_code == 1 and "cli.xlsx (changed)" in r.output
+    assert r.exit_code == 3 and "cli.xlsx (changed)" in r.output
     r = runner.invoke(cli, ["export", "--out", str(tmp_path / "x.jsonl"), "--no-redact"])
     assert r.exit_code != 0 and "--as" in r.output
     r = runner.invoke(cli, ["export", "--out", str(tmp_path / "x.jsonl"), "--no-redact", "--as", "nobody"])
@@ -296,3 +296,70 @@ def test_streaming_memory_is_bounded(session, tmp_path: Path) -> None:
     # 5x the calls may cost a little more (larger counters, longer ids) but nowhere near 5x.
     assert peaks["all"] < 1.5 * peaks["small"]
     assert peaks["all"] < 40 * 1024 * 1024
+
+
+def _exported(runner, tmp_path: Path) -> tuple[Path, Path]:
+    out = tmp_path / "e.jsonl"
+    r = runner.invoke(cli, ["export", "--out", str(out), "--as", "alice"])
+    assert r.exit_code == 0, r.output
+    return out, tmp_path / "e.jsonl.manifest.json"
+
+
+def test_a_rewritten_file_with_its_hash_recomputed_breaks_the_signature(cli_env, session, tmp_path, two_calls):
+    import hashlib
+    import json as _json
+
+    runner = CliRunner()
+    out, manifest = _exported(runner, tmp_path)
+    assert runner.invoke(cli, ["export", "verify", str(manifest)]).exit_code == 0
+    out.write_text(out.read_text(encoding="utf-8").replace('"fail"', '"pass"'), encoding="utf-8")
+    doc = _json.loads(manifest.read_text(encoding="utf-8"))
+    doc["files"][0].update(sha256=hashlib.sha256(out.read_bytes()).hexdigest(), bytes=out.stat().st_size)
+    manifest.write_text(_json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
+    r = runner.invoke(cli, ["export", "verify", str(manifest)])
+    assert r.exit_code == 3 and "manifest signature invalid" in r.output
+
+
+@pytest.mark.parametrize("edit", ["metadata", "empty files", "signature removed"])
+def test_edited_manifests_fail(cli_env, session, tmp_path, two_calls, edit):
+    import json as _json
+
+    runner = CliRunner()
+    _, manifest = _exported(runner, tmp_path)
+    doc = _json.loads(manifest.read_text(encoding="utf-8"))
+    if edit == "metadata":
+        doc["counts"]["calls"] = 99
+    elif edit == "empty files":
+        doc["files"] = []
+    else:
+        del doc["signature"]
+    manifest.write_text(_json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
+    r = runner.invoke(cli, ["export", "verify", str(manifest)])
+    assert r.exit_code == 3, r.output
+
+
+def test_a_forged_export_event_does_not_satisfy_audit(cli_env, session, tmp_path, two_calls, engine):
+    """Someone who rewrites an export, its manifest, and appends a matching export.create
+    event to the hash chain still has no signed checkpoint for that event."""
+    import hashlib
+
+    from qa import audit
+    from qa import storage as qadb
+
+    runner = CliRunner()
+    _, manifest = _exported(runner, tmp_path)
+    manifest.write_text(manifest.read_text(encoding="utf-8").replace('"alice"', '"mallory"'), encoding="utf-8")
+    with qadb.session_scope(qadb.session_factory(engine)) as s:
+        audit.append(s, "mallory", "export.create", "export", manifest.name, None,
+                     {"manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()})
+    r = runner.invoke(cli, ["export", "verify", "--audit", "--public-key",
+                            runner.invoke(cli, ["audit", "pubkey"]).output.strip(), str(manifest)])
+    assert r.exit_code == 3 and "after the last signed checkpoint" in r.output, r.output
+
+
+def test_an_unchanged_re_export_adds_no_audit_event(cli_env, session, tmp_path, two_calls):
+    runner = CliRunner()
+    _exported(runner, tmp_path)
+    _exported(runner, tmp_path)
+    actions = session.scalars(select(AuditEvent.action).where(AuditEvent.action == "export.create")).all()
+    assert actions == ["export.create"]

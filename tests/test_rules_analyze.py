@@ -174,6 +174,46 @@ def test_missing_models_mean_rules_only(tmp_path):
     assert analyzer.classifiers is None and analyzer.classifiers_sha256 == ""
 
 
+@pytest.fixture
+def damaged_models(tmp_path):
+    """A copy of the shipped models with one artifact overwritten (its card unchanged)."""
+    models = tmp_path / "models"
+    shutil.copytree(Settings().models_dir, models)
+    (models / "agent_conduct.skops").write_bytes(b"\x00" * 2000)
+    return models
+
+
+def test_a_damaged_classifier_stops_the_analysis_loudly(factory, cli_env, damaged_models, monkeypatch):
+    add_call(factory, "risky", RISKY)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["analyze", "--no-classifiers"]).exit_code == 0
+    monkeypatch.setenv("QA_MODELS_DIR", str(damaged_models))
+    out = runner.invoke(cli, ["analyze"])
+    assert out.exit_code == 1 and "agent_conduct.skops" in out.output and "sha256" in out.output
+    with factory() as s:  # the earlier analysis stays current: nothing was replaced
+        assert [a.is_current for a in s.scalars(select(Analysis))] == [True]
+        assert s.scalars(select(Call.status)).one() == "analyzed"
+
+
+def test_a_damaged_classifier_can_fail_the_calls_instead(factory, cli_env, damaged_models, monkeypatch):
+    add_call(factory, "risky", RISKY)
+    monkeypatch.setenv("QA_MODELS_DIR", str(damaged_models))
+    monkeypatch.setenv("QA_CLASSIFIER_ERRORS", "fail_calls")
+    out = CliRunner().invoke(cli, ["analyze"])
+    assert out.exit_code == 2, out.output
+    with factory() as s:
+        call = s.scalars(select(Call)).one()
+        assert (call.status, call.error_code) == ("failed", "classifiers.unavailable")
+        assert "agent_conduct.skops" in call.error_message and count(factory, Analysis) == 0
+
+
+def test_missing_models_are_said_in_the_summary(factory, cli_env, tmp_path, monkeypatch):
+    add_call(factory, "risky", RISKY)
+    monkeypatch.setenv("QA_MODELS_DIR", str(tmp_path / "no-models"))
+    out = CliRunner().invoke(cli, ["analyze"])
+    assert out.exit_code == 0 and "classifiers: none" in out.output
+
+
 def test_a_failing_call_does_not_stop_the_batch(factory, monkeypatch):
     add_call(factory, "good", CLEAN)
     add_call(factory, "bad", RISKY)

@@ -243,7 +243,12 @@ def test_metadata_contact_hours_direction_and_line(tmp_path):
                         category="collection.contact_hours")
     utc = datetime(2026, 11, 5, 14, 30, tzinfo=timezone.utc)  # 22:30 in Shanghai
     assert status(shanghai, call(("A", "还款"), started_at=utc)) == "fired"
-    assert status(engine, call(("A", "还款"), **{**late, "started_at": utc})) == "passed"  # read as 14:30
+    # without a zone of its own the rule reads the instant on the engine's clock (the timezone
+    # setting): the same 22:30 in Shanghai whether it was given as +08:00 or as UTC
+    assert status(engine, call(("A", "还款"), **{**late, "started_at": utc})) == "fired"
+    on_utc = one_rule(tmp_path / "u", "meta: {outside_hours: true}", category="collection.contact_hours",
+                      timezone="UTC")
+    assert status(on_utc, call(("A", "还款"), started_at=utc)) == "passed"  # 14:30 on a UTC clock
     assert status(shanghai, call(("A", "还款"), started_at=datetime(2026, 11, 5, 22, 30))) == "fired"  # naive
     night = one_rule(tmp_path / "n", "meta: {outside_hours: true}", category="collection.contact_hours",
                      contact_hours="20:00-06:00")  # a window across midnight

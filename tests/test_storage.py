@@ -25,7 +25,7 @@ def test_migrations_match_the_models(db_url):
 def test_upgrade_is_idempotent(db_url):
     db.upgrade(db_url)
     engine = db.make_engine(db_url)
-    assert db.current_revision(engine) == "0001"
+    assert db.current_revision(engine) == db.SCHEMA_REVISION
     engine.dispose()
 
 

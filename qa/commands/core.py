@@ -93,15 +93,14 @@ def ingest_cmd(app: App, folder: Path | None, manifest: Path | None, channel_lay
     registered twice; bad files are recorded as failed calls with the reason.
 
     Exit status: 0 all registered or already known, 2 some files failed or conflicted."""
-    from ..ingest.register import IngestOptions, ingest, read_manifest, scan_directory
+    from ..ingest.register import IngestOptions, find_recordings, ingest
     from ..storage import write_session
 
     if (folder is None) == (manifest is None):
         raise click.UsageError("give either FOLDER or --manifest FILE")
     settings = app.settings
     layout = channel_layout or settings.channel_layout
-    recordings = (read_manifest(manifest, channel_layout=layout) if manifest
-                  else scan_directory(folder, channel_layout=layout))
+    recordings = find_recordings(folder=folder, manifest=manifest, channel_layout=layout, zone=settings.tz)
     options = IngestOptions(default_channel_layout=layout, max_duration_s=settings.max_duration_s)
     with write_session(app.session_factory) as session:
         report = ingest(session, recordings, options, progress=None if quiet else _print_outcome)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import getpass
 import os
+import sys
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
 import click
 
 from ..timeutil import as_utc
-from .common import App, domain_errors, pass_app
+from .common import EXIT_TAMPERED, App, domain_errors, pass_app
 
 _FORMAT_SUFFIX = {"jsonl": ".jsonl", "csv": ".csv", "xlsx": ".xlsx"}
 
@@ -75,7 +76,7 @@ def export_group(app: App, ctx: click.Context, fmt: str | None, out: Path | None
     """
     if ctx.invoked_subcommand is not None:
         return
-    from ..reporting.export import ExportFilters, ExportOptions, export_calls
+    from ..reporting.export import ExportFilters, ExportOptions, export_signed
 
     if out is None:
         raise click.UsageError("--out is required")
@@ -90,11 +91,7 @@ def export_group(app: App, ctx: click.Context, fmt: str | None, out: Path | None
                             statuses=_split(status))
     options = ExportOptions(format=fmt, include_transcript=include_transcript, redact=not no_redact,
                             chunk_size=chunk_size)
-    from ..storage import write_session
-
-    with write_session(app.session_factory) as session:
-        result = export_calls(session, out, filters, options, actor=actor or _default_actor())
-        session.commit()
+    result = export_signed(app.session_factory, app.settings, out, filters, options, actor=actor or _default_actor())
     for path in result.files:
         click.echo(f"wrote {path}")
     click.echo(f"manifest {result.manifest}")
@@ -105,28 +102,57 @@ def export_group(app: App, ctx: click.Context, fmt: str | None, out: Path | None
 @export_group.command("verify")
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--audit", "check_audit", is_flag=True,
-              help="Also check that the configured database's audit log recorded this very manifest.")
+              help="Also check that the configured database's audit log recorded this very manifest, in an "
+                   "event a signed checkpoint covers.")
+@click.option("--public-key", help="The signing key's public half (qa audit pubkey); default: from audit_key_file.")
 @pass_app
 @domain_errors
-def export_verify(app: App, manifest: Path, check_audit: bool) -> None:
-    """Check the sha256 of every file MANIFEST lists; exit 1 naming each file that differs.
-    Works without a database unless --audit is given."""
+def export_verify(app: App, manifest: Path, check_audit: bool, public_key: str | None) -> None:
+    """Check MANIFEST's signature and the sha256 of every file it lists. Exit status 3 naming
+    each problem when the export was tampered with. Works without a database unless --audit is
+    given."""
     from ..reporting.export import find_export_event, verify_manifest
 
-    check = verify_manifest(manifest)
+    verifier = public_verifier(app, public_key)
+    check = verify_manifest(manifest, verifier)
     for f in check.files:
         click.echo(f"{f.status:8} {f.name}")
-    click.echo(f"manifest sha256 {check.manifest_sha256}")
-    problems = [f"{f.name} ({f.status})" for f in check.bad]
+    click.echo(f"manifest sha256 {check.manifest_sha256}; signature {check.signature} (key {check.key_id})")
+    problems = check.problems
     if check_audit:
+        from .. import audit, signing
+
         with app.session_factory() as session:
             event = find_export_event(session, check)
+            chain = audit.verify(session, verifier=verifier,
+                                 database=signing.database_id(app.settings.effective_database_url))
         if event is None:
             problems.append(f"{manifest.name} (no export event in the audit log has this manifest's sha256)")
+        elif event.seq > chain.anchored_seq:
+            problems.append(f"{manifest.name} (its export event, seq {event.seq}, is after the last signed "
+                            f"checkpoint, seq {chain.anchored_seq}: it may have been forged)")
         else:
-            click.echo(f"audit log: seq {event.seq} {event.action} by {event.actor} at {event.ts:%Y-%m-%d %H:%M:%S}")
+            click.echo(f"audit log: seq {event.seq} {event.action} by {event.actor} at {event.ts:%Y-%m-%d %H:%M:%S},"
+                       f" signed in checkpoint at seq {chain.anchored_seq}")
+        problems += [p.message for p in chain.problems]
     if problems:
-        raise click.ClickException(f"verification failed: {', '.join(problems)}")
+        click.echo(f"verification FAILED: {'; '.join(problems)}", err=True)
+        sys.exit(EXIT_TAMPERED)
+
+
+def public_verifier(app: App, public_key: str | None):
+    """The public key to check signatures with: given, or the configured key file's; ``None``
+    (said on stderr) where no key was ever made, so nothing can have been signed either."""
+    from .. import signing
+
+    if public_key:
+        return signing.Verifier.from_hex(public_key)
+    signer = signing.load_key(app.settings.audit_key_file)
+    if signer is None:
+        click.echo(f"note: no signing key at {app.settings.audit_key_file}, so no signature is checked "
+                   "(give --public-key to check against a key kept elsewhere)", err=True)
+        return None
+    return signer.verifier
 
 
 @click.command("report")

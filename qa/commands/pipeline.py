@@ -55,6 +55,11 @@ def _timing_rows(timings) -> list[tuple]:
 TIMING_HEADERS = ("stage", "calls", "failed", "seconds", "calls/s", "audio-h/h", "decode busy")
 
 
+def no_classifiers(versions: dict) -> bool:
+    """The run (or the results it leaves current) analysed calls without the classifiers."""
+    return "rule_pack" in versions and not versions.get("classifiers_sha256")
+
+
 def print_failures(result: PipelineResult, limit: int = 50) -> None:
     """The calls that failed in this run: id, stage, error code, message."""
     if result.failures:
@@ -91,6 +96,9 @@ def print_result(result: PipelineResult, *, max_failures: int = 20) -> None:
         if len(fig.failed_calls) > max_failures:
             click.echo(f"  ... and {len(fig.failed_calls) - max_failures} more (qa runs --id {result.run_id})",
                        err=True)
+    if no_classifiers(result.versions):
+        click.echo("classifiers: none — no models were found, findings come from the rules alone "
+                   "(no complaint-risk routing); see the models_dir setting", err=True)
     art = result.artifacts
     if art.export_dir:
         click.echo(f"\nexport: {art.export_dir}")
@@ -220,6 +228,8 @@ def _print_run_detail(run: RunSummary) -> None:
                 click.echo(f"{key}: {counts[key]}")
     for key, value in run.versions.items():
         click.echo(f"version {key}: {value}")
+    if no_classifiers(run.versions):
+        click.echo("classifiers: none (analysed with the rules alone)")
 
 
 @click.command("runs")

@@ -449,21 +449,36 @@ def audit_group() -> None:
 
 @audit_group.command("verify")
 @click.option("--anchor", metavar="SEQ:HASH", help="A head printed by an earlier verify; the chain must still pass it.")
+@click.option("--public-key", help="The signing key's public half (qa audit pubkey); default: from audit_key_file.")
 @pass_app
 @domain_errors
-def audit_verify(app: App, anchor: str | None) -> None:
-    """Recompute the chain; exit status 3 and the seq of every problem when it is broken."""
+def audit_verify(app: App, anchor: str | None, public_key: str | None) -> None:
+    """Recompute the chain and check it against the signed checkpoints (and the newest one kept
+    beside the signing key); exit status 3 and the seq of every problem when it is broken or was
+    cut, rewritten or stripped of checkpoints. Events after the last checkpoint are listed as not
+    yet anchored."""
+    from .. import audit, signing
+    from .export import public_verifier
 
-    from .. import audit
     anchor_pair = None
     if anchor:
         seq, _, digest = anchor.partition(":")
         if not seq.isdigit() or len(digest) != 64:
             raise click.UsageError("--anchor must look like SEQ:HASH (64 hex digits)")
         anchor_pair = (int(seq), digest)
+    verifier = public_verifier(app, public_key)
+    database = signing.database_id(app.settings.effective_database_url)
+    expected = signing.anchor_of(app.settings.audit_key_file, database) if not public_key else None
     with app.session_factory() as session:
-        result = audit.verify(session, anchor=anchor_pair)
+        result = audit.verify(session, anchor=anchor_pair, verifier=verifier, database=database,
+                              expected_anchor=expected)
     if result.ok:
+        if result.key_id:
+            click.echo(f"{result.checkpoints} signed checkpoint(s) checked with key {result.key_id}, "
+                       f"the last at seq {result.anchored_seq}")
+        if result.unanchored:
+            click.echo(f"{result.unanchored} event(s) after the last checkpoint are not anchored yet "
+                       "(qa audit checkpoint signs them)")
         click.echo(f"audit log OK: {result.events} events, head {result.head_seq}:{result.head_hash}")
         return
     click.echo(f"audit log BROKEN: {len(result.problems)} problem(s) in {result.events} events; "
@@ -471,6 +486,45 @@ def audit_verify(app: App, anchor: str | None) -> None:
     for p in result.problems:
         click.echo(f"  seq {p.seq}: {p.kind}: {p.message}", err=True)
     sys.exit(EXIT_TAMPERED)
+
+
+@audit_group.command("checkpoint")
+@pass_app
+@domain_errors
+def audit_checkpoint(app: App) -> None:
+    """Sign the chain's current head now (exports and batch runs do it on their own)."""
+    from .. import audit
+
+    cp = audit.checkpoint_now(app.session_factory, app.settings.audit_key_file, app.settings.effective_database_url,
+                              "qa audit checkpoint")
+    click.echo(f"checkpoint at seq {cp['seq']} ({cp['head_hash'][:16]}…) signed with key {cp['key_id']}")
+
+
+@audit_group.command("keygen")
+@click.option("--force", is_flag=True, help="Replace an existing key (what it signed stops verifying).")
+@pass_app
+@domain_errors
+def audit_keygen(app: App, force: bool) -> None:
+    """Create the signing key at the audit_key_file setting's path (outside the data
+    directory) and print its public half."""
+    from .. import signing
+
+    key = signing.create_key(app.settings.audit_key_file, overwrite=force)
+    click.echo(f"signing key written to {key.path} (mode 0600)")
+    click.echo(f"public key {key.verifier.public_hex} (key id {key.key_id}): keep a copy apart from this machine")
+
+
+@audit_group.command("pubkey")
+@pass_app
+@domain_errors
+def audit_pubkey(app: App) -> None:
+    """Print the public half of the signing key (to verify exports and the chain elsewhere)."""
+    from .. import signing
+
+    key = signing.load_key(app.settings.audit_key_file)
+    if key is None:
+        raise click.ClickException(f"no signing key at {app.settings.audit_key_file}: qa audit keygen creates one")
+    click.echo(key.verifier.public_hex)
 
 
 @audit_group.command("log")

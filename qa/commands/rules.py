@@ -20,12 +20,11 @@ DEFAULT_SAMPLES = REPO_ROOT / "audio_samples"
 
 
 def _engine(app: App, pack_dir: str | None) -> RuleEngine:
-    from ..rules.context import EngineOptions
     from ..rules.engine import RuleEngine
     from ..rules.loader import load_pack
+    from ..rules.stage import engine_options
 
-    return RuleEngine(load_pack(pack_dir or app.settings.rules_pack),
-                      EngineOptions(contact_hours=app.settings.contact_hours))
+    return RuleEngine(load_pack(pack_dir or app.settings.rules_pack), engine_options(app.settings))
 
 
 def _pct(value: float | None) -> str:

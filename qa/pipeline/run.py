@@ -35,10 +35,11 @@ from sqlalchemy import select, true
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..audit import checkpoint_now
 from ..config import Settings
 from ..domain import CallStatus
 from ..errors import LockError, NotFound, StorageError
-from ..ingest.register import IngestOptions, IngestReport, ingest, read_manifest, scan_directory
+from ..ingest.register import IngestOptions, IngestReport, find_recordings, ingest
 from ..storage import chunked, write_session
 from ..storage.locks import LockOptions, RunLockHandle, acquire
 from ..storage.models import Call, Transcript
@@ -187,8 +188,8 @@ def select_work(session: Session, options: PipelineOptions) -> Work:
 def _ingest(factory: sessionmaker[Session], settings: Settings, options: PipelineOptions,
             progress: Progress) -> tuple[IngestReport, StageTiming, set[int]]:
     layout = settings.channel_layout
-    recordings = (read_manifest(options.manifest, channel_layout=layout) if options.manifest
-                  else scan_directory(options.source, channel_layout=layout))
+    recordings = find_recordings(folder=options.source, manifest=options.manifest, channel_layout=layout,
+                                 zone=settings.tz)
     clock = StageClock("ingest", progress, len(recordings), 0.0)
     clock.start()
     ingest_options = IngestOptions(default_channel_layout=layout, max_duration_s=settings.max_duration_s)
@@ -331,6 +332,8 @@ def run_pipeline(factory: sessionmaker[Session], settings: Settings, options: Pi
             finish_run(session, run_id, status=result.status, counts=result.figures.as_counts(result.ingest),
                        timings=result.timings, versions=result.versions,
                        extra_timings={"asr_load_s": round(result.asr_load_s, 3), "total_s": round(result.seconds, 3)})
+        # what the run put in the audit log is signed before the lock is let go
+        checkpoint_now(factory, settings.audit_key_file, settings.effective_database_url, f"{options.kind} run {run_id}")
     log.info("run %d finished: %s", run_id, result.status,
              extra={"qa_run": run_id, "qa_status": result.status, "qa_calls": result.figures.calls,
                     "qa_failed": result.figures.failed})

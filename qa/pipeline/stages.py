@@ -154,9 +154,8 @@ def score_route(session: Session, settings: Settings, call_pk: int) -> bool:
 def export_day(factory: sessionmaker[Session], settings: Settings, scope: ExportScope, out_dir: str) -> Artifacts:
     """The day's redacted JSONL export (with its manifest and audit event) and the HTML report
     of the same calls. Written again on a re-run: an export is a snapshot of the day."""
-    from ..reporting.export import ExportFilters, ExportOptions, export_calls
+    from ..reporting.export import ExportFilters, ExportOptions, export_signed
     from ..reporting.report import ReportOptions, build_report, write_report
-    from ..storage import write_session
 
     out = Path(out_dir)
     try:
@@ -164,10 +163,8 @@ def export_day(factory: sessionmaker[Session], settings: Settings, scope: Export
     except OSError as e:
         raise ExportError(f"cannot create export folder: {e}", path=str(out)) from e
     stem = f"qa-{scope.day.isoformat()}"
-    with write_session(factory) as session:
-        result = export_calls(session, out / f"{stem}.jsonl", ExportFilters(since=scope.since, until=scope.until),
-                              ExportOptions(format="jsonl"), actor=PIPELINE_ACTOR)
-        session.commit()
+    result = export_signed(factory, settings, out / f"{stem}.jsonl", ExportFilters(since=scope.since, until=scope.until),
+                           ExportOptions(format="jsonl"), actor=PIPELINE_ACTOR)
     report_path = None
     # the report charts calls by start time; a scan without metadata gives it nothing to draw
     if scope.since is not None and scope.until is not None:

@@ -18,15 +18,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from .. import __version__
+from .. import signing
+from ..config import Settings
 from ..errors import ExportError, PermissionDenied
 from ..permissions import can, roles_for
 from ..redact import redact_text
 from ..storage import is_sqlite, reading_bind
 from ..storage.models import AuditEvent, User
-from .manifest import FileCheck, ManifestCheck, file_entries, manifest_path, verify_manifest, write_manifest
+from .manifest import (FileCheck, ManifestCheck, file_entries, manifest_path, sha256_file, verify_manifest,
+                       write_manifest)
 from .records import ExportFilters, iso, iter_call_id_chunks, load_chunk
 from .writers import WRITERS, ExportCounts
 
@@ -36,7 +39,7 @@ FORMATS = tuple(WRITERS)
 UNREDACTED_ROLES = roles_for("export.unredacted")
 
 __all__ = ["ExportFilters", "ExportOptions", "ExportResult", "FileCheck", "ManifestCheck", "FORMATS",
-           "authorize_unredacted", "export_calls", "find_export_event", "verify_manifest"]
+           "authorize_unredacted", "export_calls", "export_signed", "find_export_event", "verify_manifest"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class ExportResult:
     findings: int
     redacted: bool
     elapsed_s: float
+    unchanged: bool = False  # the same files as the last export of this name: no new event
+    checkpoint: dict | None = None  # the signed audit checkpoint taken after the export event
 
 
 def authorize_unredacted(session: Session, username: str | None) -> User:
@@ -84,10 +89,28 @@ def _keep(text: str | None) -> str | None:
     return text
 
 
+def _previous_export(session: Session, manifest: Path, files: list[dict]) -> AuditEvent | None:
+    """The last export event of this manifest name, when it recorded exactly these files and
+    the manifest on disk is still the one it recorded (a re-run that wrote the same export)."""
+    event = session.scalars(select(AuditEvent).where(
+        AuditEvent.action.in_(("export.create", "export.unredacted")), AuditEvent.object_type == "export",
+        AuditEvent.object_id == manifest.name).order_by(AuditEvent.seq.desc()).limit(1)).first()
+    if event is None or (event.after or {}).get("files") != {f["name"]: f["sha256"] for f in files}:
+        return None
+    if not manifest.is_file() or sha256_file(manifest) != (event.after or {}).get("manifest_sha256"):
+        return None
+    return event
+
+
 def export_calls(session: Session, out: Path, filters: ExportFilters, options: ExportOptions, *, actor: str,
-                 now: datetime | None = None) -> ExportResult:
+                 now: datetime | None = None, signer: signing.Signer | None = None,
+                 database: str | None = None) -> ExportResult:
     """Write the export files and manifest, and append the audit event to ``session`` (the
-    caller commits). The export shows committed data only.
+    caller commits). The export shows committed data only. With a ``signer`` the manifest is
+    signed and the audit chain's head is signed right after the export's event (the returned
+    ``checkpoint``, which the caller anchors once committed: :func:`qa.audit.anchor`). An
+    export that writes the same files as the last one of its name (a resumed nightly) keeps
+    the manifest and the event it already has.
 
     ``out`` is the main file (for CSV, the findings file; the calls file is written beside
     it). Raises :class:`ExportError` when files cannot be written, and
@@ -134,10 +157,16 @@ def export_calls(session: Session, out: Path, filters: ExportFilters, options: E
 
     files = file_entries(paths)
     mpath = manifest_path(out)
-    manifest_sha = write_manifest(mpath, {"tool": "qa-speech", **meta, "format": options.format,
-                                          "actor": actor, "counts": counts.as_dict(), "files": files})
     from .. import audit  # imported late: the audit module pulls in the database layer
 
+    previous = _previous_export(session, mpath, files)
+    if previous is not None:
+        log.info("export %s: the same files as audit event %d; manifest and event kept", out, previous.seq)
+        return ExportResult(manifest=mpath, manifest_sha256=previous.after["manifest_sha256"], files=tuple(paths),
+                            calls=counts.calls, findings=counts.findings, redacted=options.redact,
+                            elapsed_s=time.perf_counter() - t0, unchanged=True)
+    manifest_sha = write_manifest(mpath, {"tool": "qa-speech", **meta, "format": options.format,
+                                          "actor": actor, "counts": counts.as_dict(), "files": files}, signer)
     try:
         audit.append(session, actor, "export.create" if options.redact else "export.unredacted", "export",
                      mpath.name, None, {"format": options.format, "filters": meta["filters"],
@@ -145,6 +174,7 @@ def export_calls(session: Session, out: Path, filters: ExportFilters, options: E
                                         "include_transcript": options.include_transcript, "calls": counts.calls,
                                         "findings": counts.findings, "manifest_sha256": manifest_sha,
                                         "files": {f["name"]: f["sha256"] for f in files}})
+        checkpoint = audit.checkpoint(session, signer, database or "", f"export {mpath.name}") if signer else None
     except BaseException:
         # An export the audit log does not know about must not stay behind.
         for path in (*paths, mpath):
@@ -154,7 +184,25 @@ def export_calls(session: Session, out: Path, filters: ExportFilters, options: E
     log.info("exported %d calls (%d findings) to %s in %.1f s%s", counts.calls, counts.findings, out, elapsed,
              "" if options.redact else " WITHOUT redaction")
     return ExportResult(manifest=mpath, manifest_sha256=manifest_sha, files=tuple(paths), calls=counts.calls,
-                        findings=counts.findings, redacted=options.redact, elapsed_s=elapsed)
+                        findings=counts.findings, redacted=options.redact, elapsed_s=elapsed, checkpoint=checkpoint)
+
+
+def export_signed(factory: sessionmaker[Session], settings: Settings, out: Path, filters: ExportFilters,
+                  options: ExportOptions, *, actor: str) -> ExportResult:
+    """:func:`export_calls` in a write transaction of its own, with the manifest and the audit
+    chain signed (the key of the ``audit_key_file`` setting, created when there is none) and the
+    checkpoint anchored beside the key: what the command line, the web UI and the nightly run."""
+    from .. import audit
+    from ..storage import write_session
+
+    signer = signing.signer(settings.audit_key_file)
+    database = signing.database_id(settings.effective_database_url)
+    with write_session(factory) as session:
+        result = export_calls(session, out, filters, options, actor=actor, signer=signer, database=database)
+        session.commit()
+    if result.checkpoint is not None:
+        audit.anchor(signer, database, result.checkpoint)
+    return result
 
 
 def find_export_event(session: Session, check: ManifestCheck) -> AuditEvent | None:

@@ -1,6 +1,8 @@
 """The manifest written beside every export: what was exported (filters, counts), by which
 tool version and when, and the sha256 of each file, so an auditor can check that the files
-are the ones the system wrote."""
+are the ones the system wrote. The manifest is signed with the audit signing key
+(:mod:`qa.signing`): rewriting a file and its hash in the manifest, or editing the manifest,
+breaks the signature."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import signing
 from ..errors import ExportError
 
 MANIFEST_SCHEMA = "qa-export-manifest/1"
@@ -33,10 +36,13 @@ def file_entries(paths: list[Path]) -> list[dict[str, Any]]:
     return [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in paths]
 
 
-def write_manifest(path: Path, doc: dict[str, Any]) -> str:
-    """Write the manifest; returns its own sha256 (recorded in the audit log, which is what
-    makes a rewritten manifest detectable)."""
-    data = (json.dumps({"schema": MANIFEST_SCHEMA, **doc}, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+def write_manifest(path: Path, doc: dict[str, Any], signer: signing.Signer | None = None) -> str:
+    """Write the manifest, signed when a ``signer`` is given; returns its own sha256 (recorded
+    in the audit log)."""
+    doc = {"schema": MANIFEST_SCHEMA, **doc}
+    if signer is not None:
+        doc["signature"] = {"key_id": signer.key_id, "ed25519": signer.sign(signing.canonical(doc))}
+    data = (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
     tmp = path.with_name(f".{path.name}.partial")
     try:
         tmp.write_bytes(data)
@@ -60,18 +66,30 @@ class ManifestCheck:
     manifest: Path
     manifest_sha256: str
     files: tuple[FileCheck, ...]
+    signature: str = "unchecked"  # ok | missing | invalid | unchecked (no key given)
+    key_id: str | None = None
+
+    @property
+    def problems(self) -> list[str]:
+        found = [f"{f.name} ({f.status})" for f in self.bad]
+        if not self.files:
+            found.append("the manifest lists no files")
+        if self.signature in ("missing", "invalid"):
+            found.append(f"manifest signature {self.signature}")
+        return found
 
     @property
     def ok(self) -> bool:
-        return all(f.status == "ok" for f in self.files)
+        return not self.problems
 
     @property
     def bad(self) -> tuple[FileCheck, ...]:
         return tuple(f for f in self.files if f.status != "ok")
 
 
-def verify_manifest(path: Path) -> ManifestCheck:
-    """Recompute the sha256 of every file the manifest lists (looked up beside it).
+def verify_manifest(path: Path, verifier: signing.Verifier | None = None) -> ManifestCheck:
+    """Recompute the sha256 of every file the manifest lists (looked up beside it) and, with a
+    ``verifier``, check the manifest's signature.
 
     Raises :class:`ExportError` when the manifest itself cannot be read or is not one."""
     try:
@@ -93,4 +111,16 @@ def verify_manifest(path: Path) -> ManifestCheck:
             continue
         actual = sha256_file(target)
         checks.append(FileCheck(name, "ok" if actual == expected else "changed", expected, actual))
-    return ManifestCheck(manifest=path, manifest_sha256=hashlib.sha256(raw).hexdigest(), files=tuple(checks))
+    signature, key = "unchecked", None
+    if verifier is not None:
+        signed = doc.get("signature")
+        body = {k: v for k, v in doc.items() if k != "signature"}
+        key = verifier.key_id
+        if not isinstance(signed, dict) or not isinstance(signed.get("ed25519"), str):
+            signature = "missing"
+        elif signed.get("key_id") != key or not verifier.verify(signing.canonical(body), signed["ed25519"]):
+            signature = "invalid"
+        else:
+            signature = "ok"
+    return ManifestCheck(manifest=path, manifest_sha256=hashlib.sha256(raw).hexdigest(), files=tuple(checks),
+                         signature=signature, key_id=key)

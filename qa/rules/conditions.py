@@ -222,9 +222,10 @@ class Duration:
 class Meta:
     """Call metadata: direction, business line, and whether the call started outside the
     contact hours (the rule's own ``hours`` or the engine's ``contact_hours`` setting).
-    A start time with a UTC offset is read in ``timezone`` (the call centre's clock: a
-    database may hand back 14:30 UTC for a call dialled at 22:30 in Shanghai); a naive one is
-    taken as that clock already."""
+    Stored start times are UTC instants, read on the call centre's clock: the rule's own
+    ``timezone``, else the engine's (the ``timezone`` setting), so a call dialled at 22:30 in
+    Shanghai is 22:30 whatever the database kept. A naive time (a rule test's) is taken as that
+    clock already."""
 
     direction: tuple[str, ...] = ()
     business_line: tuple[str, ...] = ()
@@ -243,8 +244,8 @@ class Meta:
                 return Match(False, (), "meta: start time unknown")
             window = HoursWindow.parse(self.hours or ctx.options.contact_hours)
             started = meta.started_at
-            if self.timezone is not None and started.tzinfo is not None:
-                started = started.astimezone(self.timezone)
+            if started.tzinfo is not None:
+                started = started.astimezone(self.timezone or ctx.options.tz)
             outside = not window.contains(started.time())
             if outside != self.outside_hours:
                 where = "outside" if outside else "inside"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from datetime import time
+from datetime import time, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..asr.features import call_features
 from ..domain import CallFeatures, CallTranscript
@@ -72,9 +73,18 @@ def _hhmm(text: str) -> time:
 @dataclass(frozen=True)
 class EngineOptions:
     contact_hours: str = "08:00-21:00"
+    timezone: str = "Asia/Shanghai"  # the call centre's clock: stored UTC start times are read in it
 
     def validate(self) -> None:
         HoursWindow.parse(self.contact_hours)
+        self.tz  # noqa: B018 - raises on an unknown zone
+
+    @property
+    def tz(self) -> tzinfo:
+        try:
+            return ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"timezone must be an IANA zone name such as Asia/Shanghai, got {self.timezone!r}") from e
 
 
 @dataclass

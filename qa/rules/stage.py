@@ -20,30 +20,46 @@ from .results import CallResult
 log = logging.getLogger(__name__)
 
 
+CLASSIFIER_ERRORS = ("stop", "fail_calls")
+
+
 @dataclass(frozen=True)
 class AnalyzeOptions:
     rules_pack: str
-    contact_hours: str = "08:00-21:00"
+    engine: EngineOptions = EngineOptions()
     models_dir: str | None = None  # None: rules only
+    # a model that is there but cannot be trusted or loaded: stop the stage, or fail each call
+    classifier_errors: str = "stop"
 
     def validate(self) -> None:
         if not self.rules_pack:
             raise ValueError("rules_pack must name a rule-pack folder")
-        EngineOptions(contact_hours=self.contact_hours).validate()
+        if self.classifier_errors not in CLASSIFIER_ERRORS:
+            raise ValueError(f"classifier_errors must be one of {', '.join(CLASSIFIER_ERRORS)}, "
+                             f"got {self.classifier_errors!r}")
+        self.engine.validate()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, rules_pack: str | None = None,
                       classifiers: bool = True) -> AnalyzeOptions:
-        return cls(rules_pack=rules_pack or settings.rules_pack, contact_hours=settings.contact_hours,
-                   models_dir=settings.models_dir if classifiers else None)
+        return cls(rules_pack=rules_pack or settings.rules_pack, engine=engine_options(settings),
+                   models_dir=settings.models_dir if classifiers else None,
+                   classifier_errors=settings.classifier_errors)
+
+
+def engine_options(settings: Settings) -> EngineOptions:
+    return EngineOptions(contact_hours=settings.contact_hours, timezone=settings.timezone)
 
 
 @dataclass
 class Analyzer:
-    """A loaded rule pack and, when available, the classifier set; open once per worker."""
+    """A loaded rule pack and, when available, the classifier set; open once per worker.
+    ``unavailable``: the models could not be loaded and each call is to fail with that error
+    (``classifier_errors = "fail_calls"``) rather than be analysed without them."""
 
     engine: RuleEngine
     classifiers: Any = None  # qa.classifiers.predict.ClassifierSet
+    unavailable: ClassifierError | None = None
 
     @property
     def classifiers_sha256(self) -> str:
@@ -51,29 +67,42 @@ class Analyzer:
 
     def analyze(self, transcript: CallTranscript) -> tuple[CallResult, list]:
         """The rule outcomes of one call and the classifiers' predictions (none without models)."""
+        if self.unavailable is not None:
+            raise ClassifierError(f"classifiers unavailable: {self.unavailable}", code="classifiers.unavailable",
+                                  path=self.unavailable.path)
         result = self.engine.evaluate(transcript)
         predictions = self.classifiers.predict_call(transcript) if self.classifiers is not None else []
         return result, predictions
 
 
 def load_classifiers(models_dir: str) -> Any:
-    """The classifier set, or None when the module or the trained models are missing
-    (analysis then runs the rules alone)."""
-    try:
-        from ..classifiers.predict import ClassifierSet
-    except ImportError as e:
-        log.info("classifiers unavailable (%s): analysing with rules only", e)
+    """The classifier set; ``None`` when ``models_dir`` holds no model at all (analysis then
+    runs the rules alone, and says so). A model that is there but missing a part, damaged,
+    tampered with (its sha256 disagrees with its card) or unloadable raises
+    :class:`ClassifierError`: a silent fallback would quietly stop complaint-risk routing."""
+    from ..classifiers.persist import artifact_path, card_path
+    from ..classifiers.specs import MODEL_NAMES
+
+    present = [n for n in MODEL_NAMES if artifact_path(models_dir, n).exists() or card_path(models_dir, n).exists()]
+    if not present:
+        log.warning("no classifier models in %s: analysing with the rules only (no complaint-risk routing)",
+                    models_dir)
         return None
-    try:
-        return ClassifierSet.load(models_dir)
-    except ClassifierError as e:
-        log.info("no usable classifiers in %s (%s): analysing with rules only", models_dir, e)
-        return None
+    from ..classifiers.predict import ClassifierSet
+
+    return ClassifierSet.load(models_dir)
 
 
 def open_analyzer(settings: Settings | AnalyzeOptions) -> Analyzer:
     options = settings if isinstance(settings, AnalyzeOptions) else AnalyzeOptions.from_settings(settings)
     options.validate()
-    engine = RuleEngine(load_pack(options.rules_pack), EngineOptions(contact_hours=options.contact_hours))
-    classifiers = load_classifiers(options.models_dir) if options.models_dir else None
-    return Analyzer(engine, classifiers)
+    engine = RuleEngine(load_pack(options.rules_pack), options.engine)
+    if not options.models_dir:
+        return Analyzer(engine)
+    try:
+        return Analyzer(engine, load_classifiers(options.models_dir))
+    except ClassifierError as e:
+        if options.classifier_errors == "stop":
+            raise
+        log.error("classifiers unavailable (%s): every call analysed now fails with classifiers.unavailable", e)
+        return Analyzer(engine, unavailable=e)

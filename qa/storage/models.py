@@ -330,6 +330,23 @@ class AuditEvent(Base):
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 
 
+class AuditCheckpoint(Base):
+    """A signed statement that the audit chain's head was ``(seq, head_hash)`` at ``ts``
+    (:func:`qa.audit.checkpoint`); each names the one before it (``prev``: sha256 of its
+    signature), so checkpoints cannot be dropped from the middle unnoticed."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[datetime] = mapped_column()
+    reason: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(16))
+    prev: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(128), unique=True)
+
+
 class User(Base):
     __tablename__ = "users"
 
@@ -339,6 +356,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))  # inspector | senior | auditor | admin
     password_hash: Mapped[str] = mapped_column(String(256))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # raised by logout: every session cookie issued before carries an older number and ends
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
-from .. import review
+from .. import audit, review, signing
 from ..domain import TIERS
 from ..errors import NotFound
 from ..reporting.export import FORMATS, ExportFilters, ExportOptions, export_calls
@@ -86,14 +86,19 @@ def create_export(request: Request, since: str = Form(""), until: str = Form("")
     now = datetime.now(timezone.utc)
     folder = export_root(request) / f"{now:%Y%m%dT%H%M%S}-{user.username}-{secrets.token_hex(3)}"
     folder.mkdir(parents=True)
+    settings = request.app.state.settings
+    signer = signing.signer(settings.audit_key_file)
+    database = signing.database_id(settings.effective_database_url)
     try:
-        export_calls(db, folder / f"audit.{fmt}", filters, options, actor=user.username,
-                     now=now)
+        result = export_calls(db, folder / f"audit.{fmt}", filters, options, actor=user.username, now=now,
+                              signer=signer, database=database)
         db.commit()
     except BaseException:
         # No manifest, no audit event: leave no half-written export behind either.
         shutil.rmtree(folder, ignore_errors=True)
         raise
+    if result.checkpoint is not None:
+        audit.anchor(signer, database, result.checkpoint)
     return RedirectResponse(f"/exports?done={folder.name}", status_code=303)
 
 
