@@ -8,6 +8,7 @@ came from so ``qa config show`` can say so.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -69,6 +70,9 @@ class Settings:
     contact_hours: str = "08:00-21:00"
     # web
     secret_key: str = ""
+    # sha256 (hex) of an operator token: QA_OPERATOR_TOKEN set to the token authenticates --as
+    # users of scheduled CLI scripts without a password
+    operator_token_sha256: str = ""
     # the Ed25519 key that signs audit checkpoints and export manifests: outside data_dir
     audit_key_file: str = field(default_factory=default_key_file)
 
@@ -85,10 +89,23 @@ class Settings:
             raise ValueError(
                 f"asr_compute_type must be one of {', '.join(ASR_COMPUTE_TYPES)}, got {self.asr_compute_type!r}"
             )
+        if self.operator_token_sha256 and (len(self.operator_token_sha256) != 64 or any(
+                c not in "0123456789abcdefABCDEF" for c in self.operator_token_sha256)):
+            raise ValueError("operator_token_sha256 must be 64 hex digits (sha256 of the token)")
         if self.classifier_errors not in ("stop", "fail_calls"):
             raise ValueError(f"classifier_errors must be stop or fail_calls, got {self.classifier_errors!r}")
+        for name in ("max_duration_s", "tier1_sla_hours", "tier2_sla_hours", "tier3_sla_hours", "claim_ttl_minutes",
+                     "appeal_window_days", "complaint_risk_threshold", "calibration_rate", "asr_pack_s"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.max_duration_s <= 0:
             raise ValueError(f"max_duration_s must be positive, got {self.max_duration_s}")
+        if self.appeal_window_days < 0:
+            raise ValueError(f"appeal_window_days must not be negative, got {self.appeal_window_days}")
+        if self.asr_threads < 0:
+            raise ValueError(f"asr_threads must not be negative, got {self.asr_threads}")
+        if self.secret_key and len(self.secret_key) < 16:
+            raise ValueError("secret_key must have at least 16 characters (or be empty for a generated one)")
         if self.asr_batch_size < 1:
             raise ValueError(f"asr_batch_size must be at least 1, got {self.asr_batch_size}")
         if self.asr_pack_s != 0 and not 1.0 <= self.asr_pack_s <= 30.0:
@@ -109,6 +126,15 @@ class Settings:
     @property
     def tz(self) -> tzinfo:
         return zone(self.timezone)
+
+    @property
+    def database_in_data_dir(self) -> bool:
+        """The SQLite file lies in ``data_dir`` (whose folder the system may create); a
+        database_url pointing elsewhere must name a folder that exists, so a typo is an error."""
+        url = self.effective_database_url
+        if not url.startswith("sqlite:///"):
+            return False
+        return Path(url[len("sqlite:///"):]).parent.resolve() == Path(self.data_dir).resolve()
 
     @property
     def effective_database_url(self) -> str:
@@ -137,17 +163,38 @@ class LoadedSettings:
     config_file: Path | None
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def _coerce(name: str, kind: type, raw: Any, origin: str) -> Any:
-    try:
-        if kind is bool:
-            if isinstance(raw, bool):
-                return raw
-            return str(raw).strip().lower() in ("1", "true", "yes", "on")
-        if kind in (int, float):
-            return kind(raw)
-        return str(raw)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{origin}: setting {name} expects {kind.__name__}, got {raw!r}") from e
+    """``raw`` (from TOML or the environment) as ``kind``, strictly: 1.9 is no integer, a list
+    is no text, ``nan`` and ``inf`` are no numbers a setting can mean."""
+    bad = ConfigError(f"{origin}: setting {name} expects {kind.__name__}, got {raw!r}")
+    if isinstance(raw, (list, dict)):
+        raise bad
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text not in _TRUE + _FALSE:
+            raise bad
+        return text in _TRUE
+    if kind is int:
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+            raise bad
+        try:
+            return int(raw) if not isinstance(raw, str) else int(raw.strip())
+        except (TypeError, ValueError) as e:
+            raise bad from e
+    if kind is float:
+        try:
+            value = float(raw)
+        except (TypeError, ValueError) as e:
+            raise bad from e
+        if isinstance(raw, bool) or not math.isfinite(value):
+            raise bad
+        return value
+    return str(raw)
 
 
 def _flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -29,6 +29,7 @@ class CallStatus(StrEnum):
 
     REGISTERED = "registered"
     TRANSCRIBED = "transcribed"
+    NO_SPEECH = "no_speech"  # transcribed, and nobody spoke: nothing to check or review
     ANALYZED = "analyzed"
     SCORED = "scored"  # assessed; no review needed
     ROUTED = "routed"  # assessed and in a review queue

@@ -3,8 +3,8 @@ command line show these; exports and the database keep the ids."""
 
 from __future__ import annotations
 
-CALL_STATUS_LABELS = {"registered": "已登记", "transcribed": "已转写", "analyzed": "已分析", "scored": "已评分",
-                      "routed": "已完成", "failed": "失败"}
+CALL_STATUS_LABELS = {"registered": "已登记", "transcribed": "已转写", "no_speech": "无语音", "analyzed": "已分析",
+                      "scored": "已评分", "routed": "已完成", "failed": "失败"}
 # How the reviews of a period ended (the report's review-outcome chart and table)
 REVIEW_OUTCOMES = {"pending": "待复核", "passed": "复核合格", "failed": "复核不合格", "appealed": "申诉中"}
 

@@ -188,7 +188,8 @@ def _written_spans(groups: list[tuple[int, int, str]], text: str) -> list[Span]:
             if "X" in digits[:-1]:
                 break
             kind = classify_written(digits)
-            if kind and not _is_amount(text, groups[i][0], groups[j][1]):
+            # a validated ID or card number stays one when 元 follows: no amount has 16+ digits
+            if kind and (kind in (ID_CARD, BANK_CARD) or not _is_amount(text, groups[i][0], groups[j][1])):
                 candidates.append((-len(digits), groups[i][0], groups[j][1], kind))
     chosen: list[Span] = []
     for _, start, end, kind in sorted(candidates):
@@ -212,17 +213,22 @@ def find_spans(text: str) -> list[Span]:
             end = start + len(run[:-1].rstrip(_SEP_PLAIN))
         groups = _groups(text, start, end)
         digits = "".join(g[2] for g in groups)
+        announced = bool(_CONTEXT_RE.search(text, max(0, start - 10), start))
         if len(digits) < MIN_DIGITS:
+            # the first group of a number read with words between its groups ("手机幺三八 然后是
+            # 一二三四 ..."): announced as a number, it is one
+            if announced and len(digits) >= 3 and any(ch in _SPOKEN_DIGITS for ch in run):
+                spans.append(Span(classify_by_length(digits), start, end))
             continue
         if any(ch in _SPOKEN_DIGITS for ch in run):
             if not _is_amount(text, start, end):
                 spans.append(Span(classify_by_length(digits), start, end))
         else:
             found = _written_spans(groups, text)
-            if not found and not _is_amount(text, start, end) and (
+            if not found and (announced or not _is_amount(text, start, end)) and (
                     (MIN_UNVALIDATED_DIGITS <= len(digits) <= MAX_UNVALIDATED_DIGITS
                      and all(text[a:b].isspace() for (_, a, _), (b, _, _) in zip(groups, groups[1:])))
-                    or _CONTEXT_RE.search(text, max(0, start - 10), start)):
+                    or announced):
                 # ASR writes a spoken card or ID number as digits and slips a digit now and
                 # then, which breaks the checksum; ordinary numbers are never this long. Only
                 # for one number (digits, or groups split by spaces): punctuation between

@@ -363,3 +363,133 @@ def seed_queue(engine: Engine, n: int, *, tiers: tuple[str, ...] = ("T1", "T2", 
                 conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                                      f"(SELECT MAX(id) FROM {table}))")
             conn.exec_driver_sql("ANALYZE")
+
+
+# --- a hostile corpus: recordings of every kind of damage, and odd but valid ones ------------
+
+def _wav_bytes(samples, rate: int = 8000, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.asarray(samples, dtype=np.float32) if subtype not in ("DOUBLE",) else np.asarray(samples),
+             rate, subtype=subtype, format=fmt)
+    return buf.getvalue()
+
+
+def _patched(data: bytes, offset: int, fmt: str, value: int) -> bytes:
+    import struct
+
+    out = bytearray(data)
+    struct.pack_into(fmt, out, offset, value)
+    return bytes(out)
+
+
+def make_hostile_corpus(folder: Path, speech: Path) -> tuple[dict[str, str], set[str]]:
+    """About 70 recordings in ``folder``: damaged ones, each with the error code it must get
+    (name -> code), and odd but valid ones that must go through the whole pipeline (names).
+    ``speech`` is a real two-party WAV (a sample call) that some files are made from."""
+    import numpy as np
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(20261201)
+    bad: dict[str, str] = {}
+    good: set[str] = set()
+
+    def put(name: str, data: bytes, code: str | None) -> None:
+        (folder / name).write_bytes(data)
+        if code is None:
+            good.add(name)
+        else:
+            bad[name] = code
+
+    t = np.arange(8000 * 5) / 8000
+    voice = (0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    pcm = _wav_bytes(voice)
+    real = speech.read_bytes()
+    real_audio, real_rate = sf.read(str(speech), dtype="float32")
+
+    # damaged: the container
+    put("empty_0_bytes.wav", b"", "audio.empty")
+    put("trunc_10b.wav", pcm[:10], "audio.corrupt")
+    put("trunc_header44.wav", pcm[:44], "audio.truncated")
+    for n, cut in enumerate((0.1, 0.3, 0.5, 0.7, 0.9)):
+        put(f"trunc_{n}.wav", real[:int(len(real) * cut)], "audio.truncated")
+    put("hdr_datasize_huge.wav", _patched(pcm, 40, "<I", 0x7FFFFF00), "audio.truncated")
+    put("random_bytes.wav", rng.bytes(20_000), "audio.corrupt")
+    put("text_named_wav.wav", "不是音频文件".encode() * 500, "audio.corrupt")
+    put("riff_without_wave.wav", b"RIFF" + pcm[4:8] + b"JUNK" + pcm[12:], "audio.corrupt")
+    put("hdr_channels_0.wav", _patched(pcm, 22, "<H", 0), "audio.corrupt")
+    put("hdr_formattag_unknown.wav", _patched(pcm, 20, "<H", 0x7777), "audio.corrupt")
+    # damaged: the header's numbers (checked before anything is decoded)
+    put("hdr_rate_2g.wav", _patched(pcm, 24, "<I", 0x7FFFFFFF), "audio.sample_rate")
+    put("hdr_rate_1hz.wav", _patched(_wav_bytes(rng.standard_normal(14000) * 0.3, 8000), 24, "<I", 1),
+        "audio.sample_rate")
+    put("hdr_rate_1000.wav", _patched(pcm, 24, "<I", 1000), "audio.sample_rate")
+    put("hdr_rate_500k.wav", _patched(pcm, 24, "<I", 500_000), "audio.sample_rate")
+    put("eight_channels.wav", _wav_bytes(np.stack([voice] * 8, axis=1)), "audio.channels")
+    put("three_channels.wav", _wav_bytes(np.stack([voice] * 3, axis=1)), "audio.channels")
+    # damaged: the samples
+    nan = voice.copy()
+    nan[100:110] = np.nan
+    put("nan.wav", _wav_bytes(nan, subtype="FLOAT"), "audio.nan")
+    inf = voice.copy()
+    inf[500] = np.inf
+    put("inf.wav", _wav_bytes(inf, subtype="FLOAT"), "audio.nan")
+    put("float_loud_1e6.wav", _wav_bytes(voice * 1e6, subtype="FLOAT"), "audio.out_of_range")
+    put("silent.wav", _wav_bytes(np.zeros(16000)), "audio.silent")
+    put("too_long.wav", _wav_bytes(np.tile(voice, 13) * 0.1), "audio.too_long")  # 65 s, over the test limit
+    # damaged: compressed formats
+    mp3 = _wav_bytes(real_audio, real_rate, subtype="MPEG_LAYER_III", fmt="MP3")
+    put("mp3_truncated.mp3", mp3[:len(mp3) // 5], "audio.truncated")
+    garbage = bytearray(mp3)
+    garbage[len(mp3) // 4:len(mp3) // 2] = rng.bytes(len(mp3) // 2 - len(mp3) // 4)
+    put("mp3_garbage_frames.mp3", bytes(garbage), "audio.corrupt")
+    put("mp3_random.mp3", rng.bytes(30_000), "audio.corrupt")
+    put("mp3_id3_only.mp3", b"ID3\x03\x00\x00\x00\x00\x00\x10" + b"\x00" * 16, "audio.corrupt")
+    ogg = _wav_bytes(voice, 8000, subtype="VORBIS", fmt="OGG")
+    put("ogg_truncated.ogg", ogg[:len(ogg) // 3], "audio.corrupt")
+    put("ogg_corrupt.ogg", ogg[:200] + rng.bytes(len(ogg) - 200), "audio.corrupt")
+    cut = ogg.rfind(b"OggS")  # cut exactly before the last page: no end-of-stream page
+    put("ogg_no_end_page.ogg", ogg[:cut], "audio.truncated")
+    flac = _wav_bytes(voice, 8000, fmt="FLAC")
+    put("flac_truncated.flac", flac[:len(flac) // 2], "audio.corrupt")
+    put("flac_corrupt.flac", flac[:100] + rng.bytes(len(flac) - 100), "audio.corrupt")
+    # damaged: the name
+    put("flac_named_wav.wav", flac, "audio.wrong_extension")
+    put("wav_named_mp3.mp3", _wav_bytes(voice * 0.9), "audio.wrong_extension")
+    put("wav_named_ogg.ogg", _wav_bytes(voice * 0.8), "audio.wrong_extension")
+    # not regular files
+    (folder / "link_to_dev_null.wav").symlink_to("/dev/null")
+    bad["link_to_dev_null.wav"] = "audio.not_a_file"
+    (folder / "loop_a.wav").symlink_to(folder / "loop_b.wav")
+    (folder / "loop_b.wav").symlink_to(folder / "loop_a.wav")
+    bad["loop_a.wav"] = bad["loop_b.wav"] = "audio.not_a_file"
+
+    # odd but valid: every one goes through the pipeline (many have no speech at all)
+    put("real_call.wav", real, None)
+    put("real_call.mp3", mp3, None)
+    put("real_call.flac", _wav_bytes(real_audio, real_rate, fmt="FLAC"), None)
+    put("real_call.ogg", _wav_bytes(real_audio, real_rate, subtype="VORBIS", fmt="OGG"), None)
+    for subtype in ("ALAW", "ULAW", "FLOAT", "PCM_24", "PCM_32", "PCM_U8", "MS_ADPCM", "IMA_ADPCM", "GSM610"):
+        put(f"enc_{subtype.lower()}.wav", _wav_bytes(voice * (0.5 + 0.05 * len(good)), subtype=subtype), None)
+    put("enc_double.wav", _wav_bytes(voice.astype(np.float64) * 0.7, subtype="DOUBLE"), None)
+    put("rate_192k_stereo.wav", _wav_bytes(np.stack([np.resize(voice, 192000)] * 2, axis=1) * 0.4, 192000), None)
+    put("rate_4k_mono.wav", _wav_bytes(voice[::2] * 0.6, 4000), None)
+    put("white_noise_10s.wav", _wav_bytes(rng.standard_normal(80000) * 0.2), None)
+    put("pure_tone_1khz.wav", _wav_bytes(0.5 * np.sin(2 * np.pi * 1000 * np.arange(80000) / 8000)), None)
+    music = sum(0.1 * np.sin(2 * np.pi * f * np.arange(80000) / 8000) for f in (262, 330, 392, 523))
+    put("hold_music.wav", _wav_bytes(music), None)
+    put("quiet_noise_m50db.wav", _wav_bytes(rng.standard_normal(40000) * 0.003), None)
+    put("one_sample.wav", _wav_bytes(np.array([0.5])), None)
+    put("ten_ms.wav", _wav_bytes(voice[:80]), None)
+    put("clipping_x50.wav", _wav_bytes(np.clip(voice * 50, -1, 1)), None)
+    put("dc_offset.wav", _wav_bytes(voice * 0.5 + 0.4), None)
+    put("one_channel_silent.wav", _wav_bytes(np.stack([voice, np.zeros_like(voice)], axis=1)), None)
+    put("name with spaces 和中文.wav", _wav_bytes(voice * 0.35), None)
+    put("hdr_riffsize_wrong.wav", _patched(_wav_bytes(voice * 0.45), 4, "<I", 12), None)
+    put("rf64.wav", _wav_bytes(voice * 0.55, fmt="RF64"), None)
+    return bad, good

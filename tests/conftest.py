@@ -3,6 +3,7 @@ fresh PostgreSQL schema when a server is reachable (tests marked ``postgres`` sk
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -15,6 +16,7 @@ from qa.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "audio_samples"
+OPERATOR_TOKEN = "a-token-for-the-tests-only"
 PG_URL = os.environ.get("QA_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -53,7 +55,10 @@ def settings(data_dir: Path) -> Settings:
 @pytest.fixture
 def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Environment for CliRunner invocations pointing at the temporary database."""
-    env = {"QA_DATA_DIR": settings.data_dir, "QA_DATABASE_URL": settings.database_url}
+    env = {"QA_DATA_DIR": settings.data_dir, "QA_DATABASE_URL": settings.database_url,
+           # the scripted CLI sessions of the tests act as their users through an operator token
+           "QA_OPERATOR_TOKEN": OPERATOR_TOKEN,
+           "QA_OPERATOR_TOKEN_SHA256": hashlib.sha256(OPERATOR_TOKEN.encode()).hexdigest()}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("QA_CONFIG", raising=False)

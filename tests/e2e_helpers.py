@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from qa.storage.models import (
     Analysis,
     Assessment,
+    AuditEvent,
     Call,
     CallChannel,
     ClassifierScore,
@@ -90,6 +91,9 @@ def rows(db_path: Path) -> dict:
             "assessments": sorted((cid[a.call_id], a.score, a.tier, a.fatal, a.calibration_sample)
                                   for a in s.scalars(select(Assessment))),
             "review_items": sorted((cid[r.call_id], r.tier, r.reason, r.status) for r in s.scalars(select(ReviewItem))),
+            # who did what: row ids differ between databases, names of exports do not
+            "audit_events": sorted((e.actor, e.action, e.object_type, e.object_id if e.object_type == "export" else "")
+                                   for e in s.scalars(select(AuditEvent))),
         }
     engine.dispose()
     return json.loads(json.dumps(out))  # tuples -> lists, as the cached copy has them

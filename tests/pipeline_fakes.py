@@ -169,3 +169,50 @@ class SidecarStages(WhisperStages):
                                          start_s=t["start_s"], end_s=t["end_s"], text=t["text"]))
         session.get(Call, pk).status = "transcribed"
         return len(turns)
+
+
+class SidecarAsr(WhisperStages):
+    """The real transcript store and everything after it; only recognition is replaced: each
+    stereo channel's speech is the sidecar's turns of that role ("perfect ASR"). A call whose
+    name says ``no-speech`` has no speech at all."""
+
+    def prepare(self, settings, refs):
+        import numpy as np
+
+        from qa.asr.stage import PreparedCall, PreparedChannel
+        from qa.asr.vad import SpeechSegment
+
+        out = []
+        self._turns = {}
+        for ref in refs:
+            turns = self._turns[ref.pk] = [] if "no-speech" in ref.call_id else json.loads(
+                Path(ref.file_path).with_suffix(".json").read_text(encoding="utf-8"))["turns"]
+            end = max((t["end_s"] for t in turns), default=5.0) + 1.0
+            channels = tuple(
+                PreparedChannel(i, role, np.zeros(int(end * 16000), dtype=np.float32),
+                                tuple(SpeechSegment(t["start_s"], t["end_s"]) for t in turns if t["role"] == role), None)
+                for i, role in enumerate(("agent", "customer")))
+            out.append(PreparedCall(ref.pk, ref.call_id, end, "wav", 8000, 2, channels))
+        return out
+
+    def load_asr(self, settings):
+        from types import SimpleNamespace
+
+        from qa.asr.stage import AsrOptions
+
+        return SimpleNamespace(options=AsrOptions(), loaded=SimpleNamespace(name="sidecar", sha256=FAKE_SHA))
+
+    def decode(self, asr, prepared):
+        from qa.asr.engine import WindowResult
+        from qa.asr.stage import DecodedCall, DecodedSegment
+
+        decoded = []
+        for call in prepared:
+            segments = []
+            for ch in call.channels:
+                texts = {(t["start_s"], t["end_s"]): t["text"] for t in self._turns.get(call.call_pk, [])
+                         if t["role"] == ch.role}
+                segments += [DecodedSegment(ch.index, seg, WindowResult((), texts[(seg.start_s, seg.end_s)], -0.2,
+                                                                        0.01, 1.2, 0.0)) for seg in ch.segments]
+            decoded.append(DecodedCall(call.call_pk, tuple(segments)))
+        return decoded

@@ -55,3 +55,21 @@ def test_char_error_rate():
     assert char_error_rate("您好", "您好！") == (0, 2)
     assert char_error_rate("", "多余") == (2, 0)
     assert strip_for_match("Ａ B，c。") == "abc"
+
+
+def test_a_short_or_unsure_echo_of_the_prompt_is_dropped():
+    from qa.asr.text import TextGuard, is_prompt_echo
+
+    prompt = tuple("客服 工号 录音 理财 保本保息 风险".split())
+    guard = TextGuard()
+    # what the red-team clip gave: 0.29 s of "您" came out as a hotword of the prompt
+    assert not guard.keep("理财", avg_logprob=-1.13, no_speech_prob=0.43, compression_ratio=1.0, duration_s=0.29,
+                          prompt_words=prompt)
+    assert not guard.keep("理财。风险", avg_logprob=-0.2, no_speech_prob=0.05, compression_ratio=1.0, duration_s=0.6,
+                          prompt_words=prompt)
+    # said, clearly and long enough: kept; other text is not judged by the prompt at all
+    assert guard.keep("理财", avg_logprob=-0.3, no_speech_prob=0.05, compression_ratio=1.0, duration_s=1.4,
+                      prompt_words=prompt)
+    assert guard.keep("您好", avg_logprob=-1.13, no_speech_prob=0.43, compression_ratio=1.0, duration_s=0.29,
+                      prompt_words=prompt)
+    assert is_prompt_echo("录音，工号", prompt) and not is_prompt_echo("理财产品", prompt)

@@ -185,7 +185,7 @@ def test_cli_verify(cli_env, settings):
     ok = runner.invoke(cli, ["audit", "verify"])
     assert ok.exit_code == 0, ok.output
     assert "audit log OK: 5 events, head 5:" in ok.output
-    anchor = ok.output.strip().rsplit("head ", 1)[1]
+    anchor = ok.output.split("head ", 1)[1].split()[0]
     with engine.begin() as conn:
         conn.execute(text("UPDATE audit_events SET after = '{\"decision\": \"rejected\"}' WHERE seq = 3"))
     engine.dispose()

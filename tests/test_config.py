@@ -67,3 +67,21 @@ def test_invalid_env_value_is_a_clean_cli_error(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["config", "show"])
     assert result.exit_code == 1
     assert "asr_device must be one of auto, cpu, cuda" in result.output
+
+
+@pytest.mark.parametrize("toml,message", [
+    ("max_duration_s = nan", "max_duration_s expects float"),
+    ("[tier1]\nsla_hours = inf", "tier1_sla_hours expects float"),
+    ("claim_ttl_minutes = nan", "claim_ttl_minutes expects float"),
+    ("[asr]\nbatch_size = 1.9", "asr_batch_size expects int"),
+    ('[asr]\nprompt = ["a", "b"]', "asr_prompt expects str"),
+    ("appeal_window_days = -1", "appeal_window_days must not be negative"),
+    ('secret_key = "short"', "secret_key must have at least 16"),
+    ('timezone = "Mars/Olympus"', "IANA zone"),
+    ("auto_assign = \"maybe\"", "auto_assign expects bool"),
+])
+def test_settings_are_strict(tmp_path, toml, message):
+    cfg = tmp_path / "qa.toml"
+    cfg.write_text(toml, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_settings(cfg, environ={})

@@ -39,3 +39,7 @@ def test_killed_run_resumes_to_the_clean_result(crash_after, clean, tmp_path, tm
     for key in clean:  # key by key, so a failure names the table
         assert after[key] == clean[key], key
     assert all(status in ("scored", "routed") for call, status, _ in after["calls"] if call != "broken")
+    if crash_after.startswith("transcribe"):
+        # and a night run once more over the same folder changes nothing, the audit log included
+        assert nightly(data, source, inputs).returncode == 2
+        assert rows(data / "qa.db") == after

@@ -318,3 +318,46 @@ def test_real_rules_scoring_and_export_over_sample_transcripts(tmp_path, factory
     assert len(jsonl) == 1 and len(jsonl[0].read_text(encoding="utf-8").splitlines()) == n
     assert Path(result.artifacts.report_path).read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
     assert result.versions["rule_pack"]["sha256"] and "classifiers_sha256" in result.versions
+
+
+def test_a_nightly_over_a_folder_exports_the_calls_it_processed(tmp_path, factory, settings, samples_dir):
+    """A folder scan carries no metadata; whatever --date says, the night's export holds the
+    night's calls (their start times come from the files)."""
+    import datetime as dt
+
+    from pipeline_fakes import SidecarStages
+
+    src = tmp_path / "calls"
+    src.mkdir()
+    for name in ("S01", "S02", "S10"):
+        for suffix in (".wav", ".json"):
+            (src / f"{name}{suffix}").write_bytes((samples_dir / "calls" / f"{name}{suffix}").read_bytes())
+    (src / "S10.wav").rename(src / "S10_20261105_223000.wav")  # a stamp in the name: 22:30 Shanghai time
+    (src / "S10.json").rename(src / "S10_20261105_223000.json")
+    options = _options(tmp_path, kind="nightly", source=str(src), day=dt.date(2026, 11, 30))
+    result = run_pipeline(factory, settings, options, stages=SidecarStages())
+    assert result.status == "ok", result.figures.failed_calls
+    jsonl = Path(result.artifacts.export_dir) / "qa-2026-11-30.jsonl"
+    exported = {json.loads(line)["call_id"]: json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()}
+    assert set(exported) == {"S01", "S02", "S10_20261105_223000"}
+    assert exported["S10_20261105_223000"]["started_at"].startswith("2026-11-05T14:30:00")  # UTC
+    assert Path(result.artifacts.report_path).is_file()
+
+
+def test_a_call_nobody_speaks_in_is_no_speech_not_a_review_item(tmp_path, factory, settings, samples_dir):
+    from pipeline_fakes import SidecarAsr
+
+    src = tmp_path / "calls"
+    src.mkdir()
+    for name, target in (("S01", "S01"), ("S02", "hold-music-no-speech")):
+        for suffix in (".wav", ".json"):
+            (src / f"{target}{suffix}").write_bytes((samples_dir / "calls" / f"{name}{suffix}").read_bytes())
+    result = run_pipeline(factory, settings, _options(tmp_path, source=str(src), executor="serial"),
+                          stages=SidecarAsr())
+    assert result.status == "ok"
+    statuses = _statuses(factory)
+    assert statuses["hold-music-no-speech"] == "no_speech" and statuses["S01"] in ("routed", "scored")
+    with factory() as s:
+        no_speech = s.scalars(select(Call).where(Call.call_id == "hold-music-no-speech")).one()
+        assert s.scalar(select(func.count()).select_from(ReviewItem).where(ReviewItem.call_id == no_speech.id)) == 0
+        assert s.scalar(select(func.count()).select_from(Finding).where(Finding.call_id == no_speech.id)) == 0

@@ -310,3 +310,18 @@ def test_adjacent_numbers_fuse() -> None:
     # groups; erring on the side of masking is the safe direction for PII.
     text = "幺三八幺二三四五六七八，嗯，4008208820"
     assert redact(text).text == "***********，嗯，**********"
+
+
+def test_a_card_number_followed_by_yuan_is_still_a_card_number():
+    from qa.redact import redact
+
+    assert redact("卡号6222021234567894元").text == "卡号****************元"
+    assert redact("请转6222021234567894元到这个卡").text.count("*") == 16
+    assert redact("一共3800元").text == "一共3800元"  # an amount stays readable
+
+
+def test_the_first_group_of_a_number_split_by_words_is_masked_when_announced():
+    from qa.redact import redact
+
+    assert redact("手机幺三八 然后是 一二三四 五六七八").text == "手机*** 然后是 **** ****"
+    assert redact("我住三八号楼").text == "我住三八号楼"

@@ -126,3 +126,19 @@ def test_pack_sha256_covers_every_file_in_sorted_order(tmp_path):
     copy = write_pack(tmp_path / "copy", {"good.yaml": GOOD + "\n"})
     (copy / "README.md").write_text("notes", encoding="utf-8")
     assert pack_sha256(copy) == pack_sha256(pack)
+
+
+def test_alias_bombs_and_deep_nesting_are_refused_quickly(tmp_path):
+    import time
+
+    levels = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    levels += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    bomb = "\n".join(levels) + "\nid: r\ntitle: t\ncategory: promise.guaranteed_return\ncondition: {keyword: *a8}\n"
+    deep = ("id: r\ntitle: t\ncategory: promise.guaranteed_return\ncondition: " + "{not: " * 3000 + "{keyword: x}"
+            + "}" * 3000 + "\n")
+    for name, body, message in (("bomb", bomb, "expands into more than"), ("deep", deep, "nested deeper than")):
+        pack = write_pack(tmp_path / name, {"r.yaml": body})
+        started = time.perf_counter()
+        report = lint_pack(pack)
+        assert time.perf_counter() - started < 5
+        assert any("r.yaml" in e and message in e for e in report.errors), report.errors

@@ -71,9 +71,9 @@ def test_transcribe_command_end_to_end(samples_dir, settings, cli_env, tmp_path,
     with factory() as s:
         calls = {c.call_id: c for c in s.scalars(select(Call))}
         assert calls["BROKEN"].status == "failed" and calls["BROKEN"].error_code.startswith("audio.")
-        for call_id in ("S04", "SILENT", "NOISE"):
-            assert calls[call_id].status == "transcribed", call_id
-        for call_id in ("SILENT", "NOISE"):  # no speech, no text
+        assert calls["S04"].status == "transcribed"
+        for call_id in ("SILENT", "NOISE"):  # no speech, no text: a status of its own, not a call to review
+            assert calls[call_id].status == "no_speech", call_id
             assert s.scalar(select(func.count()).select_from(UtteranceRow)
                             .where(UtteranceRow.call_id == calls[call_id].id)) == 0
         call = calls["S04"]

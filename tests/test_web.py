@@ -115,6 +115,15 @@ def test_login_lands_on_the_role_home_and_logout_ends_the_session(app):
     assert client.get("/queue", follow_redirects=False).headers["location"] == "/login?next=%2Fqueue"
 
 
+def test_a_saved_cookie_stops_working_at_logout(app):
+    client = TestClient(app)
+    r = login(client, "zhangmin")
+    saved = client.cookies.get(COOKIE_NAME)
+    client.post("/logout", data={"csrf_token": csrf_of(r.text)}, follow_redirects=False)
+    replay = TestClient(app, cookies={COOKIE_NAME: saved})
+    assert replay.get("/queue", follow_redirects=False).status_code == 303  # to the login page
+
+
 def test_wrong_password_and_rate_limit(app, factory):
     client = TestClient(app)
     for _ in range(5):
@@ -359,10 +368,12 @@ def test_pii_masked_by_default_and_raw_text_is_audited(app, world, factory):
     page = inspector.get(f"/items/{world.t2_item}").text
     assert PHONE not in page and "我手机是***********" in page
     assert "查看原文" not in page
-    assert inspector.get(f"/items/{world.t2_item}?raw=1").status_code == 403
+    assert inspector.post(f"/items/{world.t2_item}/raw", data={"csrf_token": token(inspector)}).status_code == 403
     senior = client_for(app, "wangfang")
     assert "查看原文" in senior.get(f"/items/{world.t2_item}").text
-    assert PHONE in senior.get(f"/items/{world.t2_item}?raw=1").text
+    assert PHONE not in senior.get(f"/items/{world.t2_item}?raw=1").text  # a GET never shows (or audits) raw text
+    raw = senior.post(f"/items/{world.t2_item}/raw", data={"csrf_token": token(senior)})
+    assert PHONE in raw.text and raw.headers["cache-control"] == "no-store"
     with factory() as s:
         event = s.scalars(select(AuditEvent).where(AuditEvent.action == "pii.view_raw")).one()
         assert (event.actor, event.object_id) == ("wangfang", "S08")
@@ -390,15 +401,21 @@ def test_appeal_opened_and_overturned_by_seniors(app, world, factory):
     inspector = client_for(app, "zhangmin")
     assert inspector.post(f"/items/{world.t1_item}/appeal",
                           data={"csrf_token": token(inspector), "reason": "x"}).status_code == 403
-    appeal_id = int(re.search(r'action="/appeals/(\d+)/decide"', r.text).group(1))
-    r = senior.post(f"/appeals/{appeal_id}/decide", data={"csrf_token": token(senior), "outcome": "overturned",
-                                                          "reason": "复听确认未承诺", "final_score": "85"},
-                    follow_redirects=True)
+    assert 'action="/appeals/' not in r.text  # who filed an appeal does not decide it
+    other = client_for(app, "chenjing")
+    page = other.get(f"/items/{world.t1_item}").text
+    appeal_id = int(re.search(r'action="/appeals/(\d+)/decide"', page).group(1))
+    assert senior.post(f"/appeals/{appeal_id}/decide", data={"csrf_token": token(senior), "outcome": "overturned",
+                                                             "reason": "x"}).status_code == 403
+    r = other.post(f"/appeals/{appeal_id}/decide", data={"csrf_token": token(other), "outcome": "overturned",
+                                                         "reason": "复听确认未承诺", "final_score": "85"},
+                   follow_redirects=True)
     assert "改判通过" in r.text
     with factory() as s:
         item = s.get(ReviewItem, world.t1_item)
         assert (item.status, item.verdict, item.final_score) == ("appeal_decided", "pass", 85.0)
-    assert audit_actions(factory, "wangfang")[-2:] == ["appeal.open", "appeal.decide"]
+    assert audit_actions(factory, "wangfang")[-1:] == ["appeal.open"]
+    assert audit_actions(factory, "chenjing")[-1:] == ["appeal.decide"]
 
 
 def test_calibration_session_votes_and_agreement(app, world):
@@ -413,8 +430,12 @@ def test_calibration_session_votes_and_agreement(app, world):
                         data={"csrf_token": token(client), "call_id": world.t1_call, "item_key": "verdict",
                               "value": value}, follow_redirects=True)
         assert r.status_code == 200
+    # blind while open: an inspector of the session sees neither the others' votes nor the agreement
     page = client_for(app, "zhangmin").get("/calibration").text
-    assert "十一月校准" in page and "100.0%" in page
+    assert "十一月校准" in page and "100.0%" not in page
+    session_page = client_for(app, "zhangmin").get(f"/calibration/{session_id}").text
+    assert "zhangmin: fail" in session_page and "liqiang" not in session_page.split("<table")[1]
+    assert "100.0%" in senior.get("/calibration").text  # the senior running it sees them
     r = senior.post(f"/calibration/{session_id}/vote", data={"csrf_token": token(senior), "call_id": world.t1_call,
                                                               "item_key": "verdict", "value": "pass"})
     assert r.status_code == 403  # not one of the session's inspectors
@@ -554,7 +575,18 @@ def test_login_limiter_stays_bounded(monkeypatch):
     now[0] = 11.0
     limiter.failed("late", "9.9.9.9")
     limiter.failed("late", "9.9.9.9")
-    assert len(limiter._failures) == 1 and limiter.retry_after("late", "9.9.9.9") == 10
+    assert len(limiter) == 2  # the late pair and its client; the 50 aged-out names were forgotten
+    assert limiter.retry_after("late", "9.9.9.9") == 10 and limiter.retry_after("user7", "9.9.9.9") == 0
+
+
+def test_password_spraying_from_one_address_is_throttled():
+    now = [0.0]
+    limiter = users.LoginLimiter(max_failures=5, max_client_failures=10, window_s=60, clock=lambda: now[0])
+    for n in range(10):
+        assert limiter.retry_after(f"user{n}", "6.6.6.6") == 0
+        limiter.failed(f"user{n}", "6.6.6.6")
+    assert limiter.retry_after("user99", "6.6.6.6") == 60  # any name, from that address
+    assert limiter.retry_after("user99", "7.7.7.7") == 0
 
 
 def test_passwords_are_argon2_and_checked(factory):

@@ -313,12 +313,14 @@ def build_utterances(prepared: PreparedCall, decoded: DecodedCall, options: AsrO
                      roles: RoleAssigner | None = None) -> list[UtteranceRecord]:
     """Normalise, guard, attribute roles (mono) and measure each decoded segment."""
     audio = {ch.index: ch for ch in prepared.channels}
+    prompt_words = tuple(options.decode.prompt.split())
     kept = []
     for seg in sorted(decoded.segments, key=lambda s: (s.segment.start_s, s.channel)):
         res = seg.result
         text = normalize_text(res.text)
         if not options.guard.keep(text, avg_logprob=res.avg_logprob, no_speech_prob=res.no_speech_prob,
-                                  compression_ratio=res.compression_ratio):
+                                  compression_ratio=res.compression_ratio, duration_s=seg.segment.duration_s,
+                                  prompt_words=prompt_words):
             continue
         kept.append((seg, text))
     roles = roles or options.roles

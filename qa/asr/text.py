@@ -106,6 +106,13 @@ class TextGuard:
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
     max_compression_ratio: float = 2.4
+    # A segment whose whole text is words of the decoder's prompt is the prompt echoed into
+    # audio that did not say it, unless the decoder was sure and the segment long enough to
+    # hold the words: such an echo would let a must-say rule pass, or raise a finding, on
+    # nothing.
+    echo_min_s: float = 1.0
+    echo_min_logprob: float = -0.7
+    echo_max_no_speech: float = 0.3
 
     def validate(self) -> None:
         if not 0.0 < self.no_speech_threshold <= 1.0:
@@ -113,13 +120,29 @@ class TextGuard:
         if self.max_compression_ratio <= 1.0:
             raise ValueError(f"max_compression_ratio must exceed 1, got {self.max_compression_ratio}")
 
-    def keep(self, text: str, *, avg_logprob: float, no_speech_prob: float, compression_ratio: float) -> bool:
+    def keep(self, text: str, *, avg_logprob: float, no_speech_prob: float, compression_ratio: float,
+             duration_s: float | None = None, prompt_words: tuple[str, ...] = ()) -> bool:
         """Whether a decoded (normalised) segment is speech worth storing."""
         if no_speech_prob > self.no_speech_threshold and avg_logprob < self.logprob_threshold:
             return False  # whisper's own silence rule
         if compression_ratio > self.max_compression_ratio:
             return False  # still a loop after every temperature
+        if prompt_words and is_prompt_echo(text, prompt_words):
+            sure = avg_logprob >= self.echo_min_logprob and no_speech_prob <= self.echo_max_no_speech
+            if not sure or (duration_s is not None and duration_s < self.echo_min_s):
+                return False
         return not is_hallucination(text)
+
+
+def is_prompt_echo(text: str, words: tuple[str, ...]) -> bool:
+    """The text is nothing but words of the prompt (one or several, in any order)."""
+    rest = strip_for_match(text)
+    if not rest:
+        return False
+    for word in sorted({strip_for_match(w) for w in words if w.strip()}, key=len, reverse=True):
+        if word:
+            rest = rest.replace(word, "")
+    return not rest
 
 
 def char_error_rate(reference: str, hypothesis: str) -> tuple[int, int]:

@@ -4,8 +4,11 @@ statuses. Imports nothing heavy: ``qa --help`` must stay quick."""
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -49,7 +52,8 @@ class App:
         if self._factory is None:
             from .. import storage
 
-            engine = storage.make_engine(self.settings.effective_database_url)
+            engine = storage.make_engine(self.settings.effective_database_url,
+                                         create_folder=self.settings.database_in_data_dir)
             storage.ensure_schema(engine)
             self._factory = storage.session_factory(engine)
         return self._factory
@@ -60,6 +64,59 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App, ensure=True)
+
+
+OPERATOR_TOKEN_ENV = "QA_OPERATOR_TOKEN"
+
+
+def _operator_token_ok(app: App) -> bool | None:
+    """``True``/``False`` when an operator token is given (and whether it matches the
+    ``operator_token_sha256`` setting); ``None`` when there is none."""
+    token = os.environ.get(OPERATOR_TOKEN_ENV)
+    if not token:
+        return None
+    expected = app.settings.operator_token_sha256
+    return bool(expected) and hmac.compare_digest(hashlib.sha256(token.encode()).hexdigest(), expected.lower())
+
+
+def credential(app: App, username: str, from_stdin: bool, *, needed: bool = True) -> str | None:
+    """The password of ``username`` for a privileged action: the first line of stdin with
+    ``--password-stdin``, else asked for on a terminal. ``None`` when an operator token stands
+    in for it, or when ``needed`` is false (the agent side has no account)."""
+    if not needed or _operator_token_ok(app) is not None:
+        return None
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if sys.stdin.isatty():
+        return click.prompt(f"password of {username}", hide_input=True, err=True)
+    raise click.UsageError(f"acting as {username} needs their password: --password-stdin, a terminal, or an "
+                           f"operator token in {OPERATOR_TOKEN_ENV}")
+
+
+def authenticate(app: App, session: Session, username: str, password: str | None):
+    """The active user ``username``, proven by ``password`` (:func:`qa.review.users.authenticate`,
+    audited as a login from ``cli``) or by an operator token matching the
+    ``operator_token_sha256`` setting (for scheduled scripts)."""
+    from ..errors import PermissionDenied
+    from ..review import users
+
+    token = _operator_token_ok(app)
+    if token is not None:
+        if not token:
+            raise PermissionDenied(f"{OPERATOR_TOKEN_ENV} does not match the operator_token_sha256 setting")
+        from sqlalchemy import select
+
+        from ..storage.models import User
+
+        user = session.scalars(select(User).where(User.username == username)).first()
+        if user is None:
+            raise PermissionDenied(f"{username} is not in the users table")
+        if not user.active:
+            raise PermissionDenied(f"user {username} is disabled")
+        return user
+    if password is None:
+        raise PermissionDenied(f"acting as {username} needs their password")
+    return users.authenticate(session, username, password, client="cli")
 
 
 def domain_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -61,13 +61,15 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
               help="Leave ID/card/phone numbers and e-mail in; needs --as a user with role auditor or admin, "
                    "and is recorded in the audit log.")
 @click.option("--as", "actor", help="Who is exporting (a username; default: the OS user).")
+@click.option("--password-stdin", is_flag=True,
+              help="With --no-redact: read the --as user's password from stdin (else a prompt, or QA_OPERATOR_TOKEN).")
 @click.option("--chunk-size", default=500, show_default=True, help="Calls read per database round trip.")
 @click.pass_context
 @pass_app
 @domain_errors
 def export_group(app: App, ctx: click.Context, fmt: str | None, out: Path | None, since: str | None,
                  until: str | None, tier, category, agent, team, status, include_transcript: bool, no_redact: bool,
-                 actor: str | None, chunk_size: int) -> None:
+                 actor: str | None, password_stdin: bool, chunk_size: int) -> None:
     """Write a compliance audit export of the matching calls, with a manifest.
 
     \b
@@ -91,6 +93,14 @@ def export_group(app: App, ctx: click.Context, fmt: str | None, out: Path | None
                             statuses=_split(status))
     options = ExportOptions(format=fmt, include_transcript=include_transcript, redact=not no_redact,
                             chunk_size=chunk_size)
+    if no_redact:  # unmasked PII: the --as user must prove who they are
+        from ..storage import write_session
+        from .common import authenticate, credential
+
+        password = credential(app, actor, password_stdin)
+        with write_session(app.session_factory) as session:
+            authenticate(app, session, actor, password)
+            session.commit()
     result = export_signed(app.session_factory, app.settings, out, filters, options, actor=actor or _default_actor())
     for path in result.files:
         click.echo(f"wrote {path}")

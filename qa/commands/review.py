@@ -24,11 +24,15 @@ def _fmt_ts(ts: datetime | None) -> str:
     return "" if ts is None else ts.strftime("%Y-%m-%d %H:%M")
 
 
-def resolve_actor(session, username: str, role: str | None) -> Actor:
-    """The actor for ``--as``/``--role``: the users table decides the role of known users."""
+def resolve_actor(app: App, session, username: str, role: str | None, password: str | None) -> Actor:
+    """The actor for ``--as``/``--role``. A name in the users table acts in its own role once
+    authenticated (:func:`~qa.commands.common.authenticate`); anyone else may only be the agent
+    side (``--role agent``), which can do nothing but appeal its own failed calls."""
     from sqlalchemy import select
 
+    from ..permissions import AGENT
     from ..storage.models import User
+    from .common import authenticate
 
     user = session.scalars(select(User).where(User.username == username)).first()
     if user is not None:
@@ -36,35 +40,48 @@ def resolve_actor(session, username: str, role: str | None) -> Actor:
             raise PermissionDenied(f"user {username} is disabled")
         if role is not None and role != user.role:
             raise PermissionDenied(f"user {username} has role {user.role}, not {role}")
+        user = authenticate(app, session, username, password)
         actor = Actor(username, user.role)
     else:
         if role is None:
-            raise click.UsageError(f"{username} is not in the users table: give --role")
+            raise click.UsageError(f"{username} is not in the users table: give --role agent for the agent side "
+                                   "(anyone else needs an account: qa users add)")
+        if role != AGENT:
+            raise PermissionDenied(f"{username} is not in the users table: only the agent side (--role agent) "
+                                   "acts without an account")
         actor = Actor(username, role)
     actor.validate()
     return actor
 
 
 def identity(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Adds ``--as`` and ``--role``; the command gets ``actor_name`` and ``actor_role``."""
+    """Adds ``--as``, ``--role`` and ``--password-stdin``; the command gets ``actor_name`` and
+    ``actor_role`` (the password is read when the action runs)."""
 
     @click.option("--as", "actor_name", envvar="QA_USER", required=True, metavar="USER",
-                  help="Who acts (default: $QA_USER).")
+                  help="Who acts (default: $QA_USER); a user of the users table, who must authenticate.")
     @click.option("--role", "actor_role", type=click.Choice(ACTOR_ROLES),
-                  help="Role of a USER who is not in the users table (e.g. agent).")
+                  help="agent: the agent side appealing their own call (no account needed).")
+    @click.option("--password-stdin", is_flag=True,
+                  help="Read USER's password from the first line of stdin (else a prompt, or QA_OPERATOR_TOKEN).")
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args, password_stdin: bool = False, **kwargs):
+        click.get_current_context().meta["qa.password_stdin"] = password_stdin
         return fn(*args, **kwargs)
 
     return wrapper
 
 
 def _work(app: App, actor_name: str, actor_role: str | None, action: Callable[..., Any]) -> Any:
-    """Run one action as ``--as`` in one write transaction."""
+    """Run one action as ``--as`` in one write transaction (the password is asked for before
+    the transaction takes the database's write lock)."""
     from ..storage import write_session
+    from .common import credential
 
+    password = credential(app, actor_name, click.get_current_context().meta.get("qa.password_stdin", False),
+                          needed=actor_role is None)
     with write_session(app.session_factory) as session:
-        actor = resolve_actor(session, actor_name, actor_role)
+        actor = resolve_actor(app, session, actor_name, actor_role, password)
         result = action(session, actor)
         session.commit()
         return result
@@ -473,13 +490,13 @@ def audit_verify(app: App, anchor: str | None, public_key: str | None) -> None:
         result = audit.verify(session, anchor=anchor_pair, verifier=verifier, database=database,
                               expected_anchor=expected)
     if result.ok:
+        click.echo(f"audit log OK: {result.events} events, head {result.head_seq}:{result.head_hash}")
         if result.key_id:
             click.echo(f"{result.checkpoints} signed checkpoint(s) checked with key {result.key_id}, "
                        f"the last at seq {result.anchored_seq}")
         if result.unanchored:
             click.echo(f"{result.unanchored} event(s) after the last checkpoint are not anchored yet "
                        "(qa audit checkpoint signs them)")
-        click.echo(f"audit log OK: {result.events} events, head {result.head_seq}:{result.head_hash}")
         return
     click.echo(f"audit log BROKEN: {len(result.problems)} problem(s) in {result.events} events; "
                f"first at seq {result.first_bad_seq}", err=True)

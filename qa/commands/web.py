@@ -22,10 +22,13 @@ def _read_password(from_stdin: bool) -> str:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--secure-cookies", is_flag=True,
-              help="Mark the session cookie Secure (set this when the UI is served over HTTPS).")
+              help="Mark the session cookie Secure and send HSTS (set this when the UI is served over HTTPS).")
+@click.option("--forwarded-allow-ips", metavar="IPS",
+              help="Behind a reverse proxy: its address(es), comma-separated; the client address it forwards "
+                   "(X-Forwarded-For) is then used, e.g. by the login limit.")
 @pass_app
 @domain_errors
-def serve(app: App, host: str, port: int, secure_cookies: bool) -> None:
+def serve(app: App, host: str, port: int, secure_cookies: bool, forwarded_allow_ips: str | None) -> None:
     """Run the web UI for inspectors, seniors, auditors and admins. Create accounts first with
     ``qa users add``."""
     import uvicorn
@@ -34,7 +37,8 @@ def serve(app: App, host: str, port: int, secure_cookies: bool) -> None:
 
     web = create_app(app.settings, session_factory=app.session_factory, secure_cookies=secure_cookies)
     click.echo(f"qa web UI on http://{host}:{port}/  (Ctrl-C stops it)")
-    uvicorn.run(web, host=host, port=port, log_level="warning", proxy_headers=False)
+    uvicorn.run(web, host=host, port=port, log_level="warning", proxy_headers=bool(forwarded_allow_ips),
+                forwarded_allow_ips=forwarded_allow_ips or None)
 
 
 @click.group("users")

@@ -212,12 +212,12 @@ def probe(path: str | Path) -> AudioInfo:
     if not MIN_SAMPLE_RATE <= info.sample_rate <= MAX_SAMPLE_RATE:
         raise _fail(path, "audio.sample_rate", f"sample rate {info.sample_rate} Hz is outside "
                     f"{MIN_SAMPLE_RATE // 1000}-{MAX_SAMPLE_RATE // 1000} kHz: the header is broken")
-    if info.frames <= 0:
-        raise _fail(path, "audio.empty", "file holds no audio frames")
     if container == "MP3":
         _check_mp3_frames(path, size)
     elif container == "OGG":
         _check_ogg_end(path, size)
+    if info.frames <= 0:
+        raise _fail(path, "audio.empty", "file holds no audio frames")
     if info.channels > 2:
         raise _fail(path, "audio.channels", f"{info.channels} channels; at most 2 (agent and customer) are supported")
     return info

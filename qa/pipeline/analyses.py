@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class AnalyzeResult:
     call_id: str
-    status: str  # analyzed | unchanged
-    analysis_pk: int
+    status: str  # analyzed | unchanged | no_speech
+    analysis_pk: int | None
     findings: int
     score: float | None
 
@@ -46,6 +46,8 @@ def analyze_call(session: Session, analyzer: Analyzer, call_pk: int) -> AnalyzeR
     call = session.get(Call, call_pk)
     if call is None:
         raise QAError(f"call {call_pk} does not exist", code="analyze.no_call")
+    if call.status == CallStatus.NO_SPEECH:
+        return AnalyzeResult(call.call_id, "no_speech", None, 0, None)
     loaded = current_transcript(session, call)
     if loaded is None:
         raise QAError(f"call {call.call_id} has no current transcript", code="analyze.no_transcript")
@@ -57,6 +59,9 @@ def analyze_call(session: Session, analyzer: Analyzer, call_pk: int) -> AnalyzeR
     if existing is not None:
         if not existing.is_current:
             _make_current(session, call, existing)
+            call.status = CallStatus.ANALYZED
+        elif call.status == CallStatus.TRANSCRIBED:
+            # transcribed again with the same result (a concurrent or forced run): it is analysed
             call.status = CallStatus.ANALYZED
         n = session.scalar(select(func.count()).select_from(Finding).where(Finding.analysis_id == existing.id))
         return AnalyzeResult(call.call_id, "unchanged", existing.id, n, existing.score)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from datetime import time as dtime
 from pathlib import Path
 from typing import Sequence
@@ -216,21 +216,24 @@ def _score_route(ctx: ExecContext, refs: list[CallRef]) -> tuple[list[JobOutcome
     return outcomes, clock.close()
 
 
-def export_scope(session: Session, options: PipelineOptions, call_pks: Sequence[int]) -> ExportScope | None:
-    """With ``--date``: the calls that started that day (wall-clock time as recorded). Without:
-    the time span of this run's calls; every call when some of them have no start time (a
-    folder scan has no metadata). ``None`` when the run has no calls to export."""
-    day = options.the_day
-    if options.day is not None:
-        start = datetime.combine(day, dtime.min, tzinfo=utcnow().tzinfo)
-        return ExportScope(day, start, start + timedelta(days=1))
+def export_scope(session: Session, options: PipelineOptions, settings: Settings,
+                 call_pks: Sequence[int]) -> ExportScope | None:
+    """The export holds exactly this run's calls (those it ingested, found already known, or
+    worked on); the report covers the local day of ``--date`` and the span of those calls'
+    start times. ``None`` when the run has no calls to export."""
     if not call_pks:
         return None
+    day = options.the_day
     starts = [row[0] for chunk in chunked(list(call_pks)) for row in session.execute(
-        select(Call.started_at).where(Call.id.in_(chunk)))]
-    if any(s is None for s in starts):
-        return ExportScope(day)
-    return ExportScope(day, min(starts), max(starts) + timedelta(seconds=1))
+        select(Call.started_at).where(Call.id.in_(chunk))) if row[0] is not None]
+    since = until = None
+    if options.day is not None:
+        since = datetime.combine(day, dtime.min, tzinfo=settings.tz).astimezone(timezone.utc)
+        until = since + timedelta(days=1)
+    if starts:
+        since = min([*starts, since] if since else starts)
+        until = max([*starts, until - timedelta(seconds=1)] if until else starts) + timedelta(seconds=1)
+    return ExportScope(day, since, until, call_pks=frozenset(call_pks))
 
 
 def _export(ctx: ExecContext, options: PipelineOptions, scope: ExportScope, figures: CallFigures
@@ -290,7 +293,7 @@ def _work(factory: sessionmaker[Session], settings: Settings, options: PipelineO
     with factory() as session:
         figures = call_figures(session, sorted(scope))
         exporting = options.export and "export" in options.steps
-        window = export_scope(session, options, sorted(scope)) if exporting else None
+        window = export_scope(session, options, settings, sorted(scope)) if exporting else None
     artifacts = Artifacts()
     _still_ours(lock)
     if window is not None:

@@ -52,12 +52,14 @@ class CallRef:
 
 @dataclass(frozen=True)
 class ExportScope:
-    """What the day's export covers: calls that started in ``[since, until)``; both ``None``
-    means every call."""
+    """What the day's export and report cover: the export holds the calls ``call_pks`` (a
+    run's own) or, without them, the calls that started in ``[since, until)`` (both ``None``:
+    every call); the report covers ``[since, until)``."""
 
     day: date
     since: datetime | None = None
     until: datetime | None = None
+    call_pks: frozenset[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -163,8 +165,10 @@ def export_day(factory: sessionmaker[Session], settings: Settings, scope: Export
     except OSError as e:
         raise ExportError(f"cannot create export folder: {e}", path=str(out)) from e
     stem = f"qa-{scope.day.isoformat()}"
-    result = export_signed(factory, settings, out / f"{stem}.jsonl", ExportFilters(since=scope.since, until=scope.until),
-                           ExportOptions(format="jsonl"), actor=PIPELINE_ACTOR)
+    filters = (ExportFilters(call_pks=scope.call_pks) if scope.call_pks is not None
+               else ExportFilters(since=scope.since, until=scope.until))
+    result = export_signed(factory, settings, out / f"{stem}.jsonl", filters, ExportOptions(format="jsonl"),
+                           actor=PIPELINE_ACTOR)
     report_path = None
     # the report charts calls by start time; a scan without metadata gives it nothing to draw
     if scope.since is not None and scope.until is not None:

@@ -69,5 +69,8 @@ def store_transcript(session: Session, asr: Transcriber, prepared: PreparedCall,
     session.execute(update(Transcript).where(Transcript.call_id == call.id, Transcript.id != transcript.id)
                     .values(is_current=False))
     transcript.is_current = True
-    call.status, call.error_code, call.error_message = CallStatus.TRANSCRIBED, None, None
+    # a recording in which nobody spoke (noise, a tone, hold music) has nothing to check: it is
+    # recorded as such instead of going to review with every must-say rule "missing"
+    call.status = CallStatus.TRANSCRIBED if count else CallStatus.NO_SPEECH
+    call.error_code = call.error_message = None
     return count

@@ -35,6 +35,8 @@ class ExportFilters:
     agents: tuple[str, ...] = ()
     teams: tuple[str, ...] = ()
     statuses: tuple[str, ...] = ()
+    # exactly these calls (primary keys), e.g. a batch run's own; None: no such restriction
+    call_pks: frozenset[int] | None = None
 
     def validate(self) -> None:
         if self.since and self.until and as_utc(self.since) >= as_utc(self.until):
@@ -49,9 +51,7 @@ class ExportFilters:
     def as_dict(self) -> dict[str, Any]:
         return {"since": iso(self.since), "until": iso(self.until), "tiers": list(self.tiers),
                 "categories": list(self.categories), "agents": list(self.agents), "teams": list(self.teams),
-                "statuses": list(self.statuses)}
-
-
+                "statuses": list(self.statuses)} | ({} if self.call_pks is None else {"calls": len(self.call_pks)})
 
 
 def iso(ts: datetime | None) -> str | None:
@@ -88,6 +88,15 @@ def iter_call_id_chunks(session: Session, filters: ExportFilters, chunk_size: in
     """Primary keys of the matching calls in ascending order, ``chunk_size`` at a time.
     Keyset pagination (``id > last``) keeps every page an index range scan, however deep."""
     conds = _conditions(filters)
+    if filters.call_pks is not None:
+        # a given set of calls: walk it in id order, the other filters applied per slice
+        wanted = sorted(filters.call_pks)
+        for at in range(0, len(wanted), chunk_size):
+            ids = list(session.scalars(select(Call.id).where(Call.id.in_(wanted[at:at + chunk_size]), *conds)
+                                       .order_by(Call.id)))
+            if ids:
+                yield ids
+        return
     last = 0
     while True:
         ids = list(session.scalars(select(Call.id).where(Call.id > last, *conds).order_by(Call.id).limit(chunk_size)))

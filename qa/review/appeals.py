@@ -73,6 +73,8 @@ def decide_appeal(session: Session, actor: Actor, appeal_pk: int, outcome: str, 
     if item.closed_by == actor.username:
         raise PermissionDenied(f"{actor.username} closed review item {item.id}; another senior must decide "
                                "the appeal")
+    if appeal.opened_by == actor.username:
+        raise PermissionDenied(f"{actor.username} filed appeal {appeal_pk}; another senior must decide it")
     before_item = state(item)
     appeal.status, appeal.decided_by, appeal.decision_reason, appeal.decided_at = (
         outcome, actor.username, reason.strip(), now)

@@ -216,10 +216,16 @@ class CalibrationReport:
     fleiss_kappa: float | None
     cohen_kappa: float | None  # only with exactly two inspectors
     inspector_vs_majority: dict[str, float] = field(default_factory=dict)
+    blind: bool = False  # the viewer's own votes only (an inspector of an open session)
 
 
-def report(session: Session, session_id: int) -> CalibrationReport:
+def report(session: Session, session_id: int, viewer: Actor | None = None) -> CalibrationReport:
+    """Agreement per item and overall. Calibration is blind: while the session is open, an
+    inspector of it (``viewer``) sees only their own votes and no agreement figures, so that
+    nobody judges with the others' answers in view. ``viewer=None``: everything."""
     cs = _load_session(session, session_id)
+    if viewer is not None and cs.status == "open" and viewer.username in cs.inspectors:
+        return _blind(session, cs, viewer.username)
     inspectors = tuple(cs.inspectors)
     grouped: dict[tuple[int, str], dict[str, str]] = {}
     for v in session.scalars(select(CalibrationVote).where(CalibrationVote.session_id == cs.id)
@@ -248,6 +254,15 @@ def report(session: Session, session_id: int) -> CalibrationReport:
         fleiss_kappa=fleiss_kappa([[i.votes[n] for n in inspectors] for i in complete]) if complete else None,
         cohen_kappa=cohen, inspector_vs_majority=vs_majority,
     )
+
+
+def _blind(session: Session, cs: CalibrationSession, username: str) -> CalibrationReport:
+    own = session.scalars(select(CalibrationVote).where(CalibrationVote.session_id == cs.id,
+                                                        CalibrationVote.inspector == username))
+    items = tuple(ItemAgreement(v.call_id, v.item_key, {username: v.value}, None, None) for v in own)
+    return CalibrationReport(session_id=cs.id, name=cs.name, inspectors=tuple(cs.inspectors), items=items,
+                             complete_items=0, mean_agreement=None, fleiss_kappa=None, cohen_kappa=None,
+                             blind=True)
 
 
 # --- miss rate -------------------------------------------------------------------------------

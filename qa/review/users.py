@@ -81,9 +81,20 @@ def check_password_strength(password: str) -> None:
 
 
 def password_fingerprint(user: User) -> str:
-    """Short digest of the stored hash: a login session remembers it, so changing the
-    password ends every session opened with the old one."""
-    return hashlib.sha256(user.password_hash.encode("utf-8")).hexdigest()[:16]
+    """Short digest of the stored hash and the session generation: a login session remembers
+    it, so changing the password, or logging out (:func:`end_sessions`), ends every session
+    opened before."""
+    return hashlib.sha256(f"{user.password_hash}:{user.session_epoch or 0}".encode("utf-8")).hexdigest()[:16]
+
+
+def end_sessions(session: Session, username: str, actor: str | None = None) -> None:
+    """End every web session of ``username`` (logout: a saved cookie stops working at once,
+    on every device). Audited in the caller's write transaction."""
+    user = get_user(session, username)
+    user.session_epoch = (user.session_epoch or 0) + 1
+    session.flush()
+    audit.append(session, actor or username, "user.logout", "user", username, None,
+                 {"session_epoch": user.session_epoch})
 
 
 def _validate_username(username: str) -> str:
@@ -180,19 +191,31 @@ def set_role(session: Session, actor: str, username: str, role: str) -> User:
 
 
 class LoginLimiter:
-    """Failed logins per (username, client) in a sliding window; thread-safe."""
+    """Failed logins in a sliding window, per (username, client) and per client; thread-safe.
+
+    The first stops guessing one user's password; the second stops spraying one password over
+    many usernames from one address (``max_client_failures`` failures of any names). Behind a
+    reverse proxy every client has the proxy's address unless ``qa serve --forwarded-allow-ips``
+    names the proxy, so that the address it forwards is used."""
 
     MAX_KEYS = 10_000
 
-    def __init__(self, max_failures: int = 5, window_s: float = 300.0,
+    def __init__(self, max_failures: int = 5, window_s: float = 300.0, *, max_client_failures: int = 20,
                  clock: Callable[[], float] = time.monotonic):
-        if max_failures < 1 or window_s <= 0:
-            raise ValueError("max_failures must be at least 1 and window_s positive")
+        if max_failures < 1 or max_client_failures < 1 or window_s <= 0:
+            raise ValueError("max_failures and max_client_failures must be at least 1 and window_s positive")
         self.max_failures = max_failures
+        self.max_client_failures = max_client_failures
         self.window_s = window_s
         self._clock = clock
         self._failures: dict[tuple[str, str], deque[float]] = {}
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """How many (username, client) pairs and clients have recent failures on record."""
+        with self._lock:
+            now = self._clock()
+            return sum(1 for k in self._failures if self._recent(k, now))
 
     def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
         times = self._failures.get(key, deque())
@@ -200,30 +223,32 @@ class LoginLimiter:
             times.popleft()
         return times
 
+    def _wait(self, key: tuple[str, str], limit: int, now: float) -> int:
+        times = self._recent(key, now)
+        if not times:
+            self._failures.pop(key, None)
+        if len(times) < limit:
+            return 0
+        return max(1, int(times[-limit] + self.window_s - now + 0.999))
+
     def retry_after(self, username: str, client: str) -> int:
         """Seconds until the next attempt is allowed; 0 when it is allowed now."""
-        key = (username.lower(), client)
         with self._lock:
             now = self._clock()
-            times = self._recent(key, now)
-            if not times:
-                self._failures.pop(key, None)
-            if len(times) < self.max_failures:
-                return 0
-            return max(1, int(times[0] + self.window_s - now + 0.999))
+            return max(self._wait((username.lower(), client), self.max_failures, now),
+                       self._wait(("", client), self.max_client_failures, now))
 
     def failed(self, username: str, client: str) -> None:
-        key = (username.lower(), client)
         with self._lock:
             now = self._clock()
             if len(self._failures) >= self.MAX_KEYS:
-                # Someone is cycling through names: forget the pairs whose failures aged out
-                # so the table stays bounded.
+                # Someone is cycling through names: forget what aged out so the table stays bounded.
                 for stale in [k for k in self._failures if not self._recent(k, now)]:
                     del self._failures[stale]
-            times = self._recent(key, now)
-            times.append(now)
-            self._failures[key] = times
+            for key in ((username.lower(), client), ("", client)):
+                times = self._recent(key, now)
+                times.append(now)
+                self._failures[key] = times
 
     def succeeded(self, username: str, client: str) -> None:
         with self._lock:

@@ -48,12 +48,27 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+SUPPORTED = ("sqlite", "postgresql")
+
+
+def make_engine(url: str, *, create_folder: bool = True) -> Engine:
+    """An engine for ``url`` (SQLite or PostgreSQL). The folder of a SQLite file is created
+    only with ``create_folder`` (the default data directory); a URL someone typed must name a
+    folder that exists, so a typo is an error instead of a new empty database."""
     url = normalize_url(url)
+    scheme = url.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in SUPPORTED:
+        raise StorageError(f"unsupported database URL {redact_url(url)!r}: use sqlite:///PATH or "
+                           "postgresql://user@host/db")
     if url.startswith("sqlite:///"):
         db_path = url[len("sqlite:///"):]
         if db_path and db_path != ":memory:":
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(db_path).parent
+            if create_folder:
+                folder.mkdir(parents=True, exist_ok=True)
+            elif not folder.is_dir():
+                raise StorageError(f"the folder of the SQLite database {db_path} does not exist (a typo in "
+                                   "database_url?)")
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN; take control of it (SQLAlchemy's

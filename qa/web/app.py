@@ -61,9 +61,9 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
     """The web UI over the configured database (migrated to the latest schema first unless a
     ``session_factory`` is given). ``secure_cookies``: set when served over HTTPS."""
     if session_factory is None:
-        url = settings.effective_database_url
-        db.upgrade(url)
-        session_factory = db.session_factory(db.make_engine(url))
+        engine = db.make_engine(settings.effective_database_url)
+        db.ensure_schema(engine)
+        session_factory = db.session_factory(engine)
     app = FastAPI(title="qa-speech", docs_url=None, redoc_url=None, openapi_url=None,
                   dependencies=[Depends(csrf_protect)])
     app.state.settings = settings
@@ -74,10 +74,7 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        for name, value in _SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+        return _with_headers(request, await call_next(request))
 
     app.middleware("http")(session_middleware)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
@@ -86,6 +83,17 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
         app.include_router(module.router)
     _add_error_handlers(app)
     return app
+
+
+def _with_headers(request: Request, response):
+    for name, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    # pages hold transcripts and PII: no browser or proxy keeps a copy (the audio says its own)
+    if not request.url.path.startswith("/static/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    if request.app.state.codec.secure:
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    return response
 
 
 def _error_page(request: Request, status: int, title: str, message: str):
@@ -127,6 +135,17 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def bad_request(request: Request, exc: RequestValidationError):
         fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]) for e in exc.errors())
         return _error_page(request, 400, "输入有误", f"missing or invalid: {fields}")
+
+    @app.exception_handler(OverflowError)
+    async def out_of_range(request: Request, exc: OverflowError):
+        # an id past what the database can hold names nothing there
+        return _error_page(request, 404, "未找到", "no such record (the id is out of range)")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        # answered outside the middleware stack: the headers are added here
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _with_headers(request, _error_page(request, 500, "服务器内部错误", "the error was logged"))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
 from ..permissions import ROLE_LABELS
+from ..redact import redact
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -61,7 +62,13 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-templates.env.filters.update(iso=_iso, ts=_ts, countdown=countdown, clock=_clock, pct=_pct, num=_num)
+def _masked(text: str | None) -> str:
+    """Free text typed by people (an appeal's reason) with its PII masked, as everywhere but
+    the audited raw view."""
+    return "" if text is None else redact(text).text
+
+
+templates.env.filters.update(iso=_iso, ts=_ts, countdown=countdown, clock=_clock, pct=_pct, num=_num, masked=_masked)
 templates.env.globals.update(role_labels=ROLE_LABELS)
 
 

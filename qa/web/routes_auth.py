@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
-from ..review.users import LoginError, LoginThrottled, authenticate
+from ..errors import NotFound
+from ..review.users import LoginError, LoginThrottled, authenticate, end_sessions
 from .auth import current_user, end_session, get_db, start_session
 from .render import render
 
@@ -58,6 +59,14 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
 
 
 @router.post("/logout")
-def logout(request: Request):
+def logout(request: Request, db: Session = Depends(get_db)):
+    # server-side: the user's session generation moves on, so a copy of the cookie is dead too
+    username = request.state.web.username
+    if username:
+        try:
+            end_sessions(db, username)
+            db.commit()
+        except NotFound:
+            db.rollback()
     end_session(request)
     return RedirectResponse("/login", status_code=303)

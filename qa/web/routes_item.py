@@ -19,7 +19,6 @@ from ..errors import NotFound, PermissionDenied
 from ..permissions import can
 from ..redact import redact
 from ..review.users import can_view_raw_text, record_raw_text_view
-from ..storage import write_session
 from ..storage.models import Analysis, Call, Finding, ReviewItem, Transcript, UtteranceRow
 from .auth import actor_of, current_user, get_db, require
 from .forms import optional_float
@@ -107,14 +106,22 @@ def _text(value: str | None, raw: bool) -> str | None:
 
 
 @router.get("/items/{item_id}")
-def item_page(request: Request, item_id: int, raw: bool = False, user=Depends(require("item.view")),
-              db: Session = Depends(get_db)):
+def item_page(request: Request, item_id: int, user=Depends(require("item.view")), db: Session = Depends(get_db)):
+    return _item_view(request, review.get_item(db, item_id), user, db, raw=False)
+
+
+@router.post("/items/{item_id}/raw")
+def item_page_raw(request: Request, item_id: int, user=Depends(require("transcript.raw")),
+                  db: Session = Depends(get_db)):
+    """The unmasked page: a POST (with its CSRF token), so that no link or cross-site
+    navigation can write the audit event; audited before anything unmasked is rendered."""
     detail = review.get_item(db, item_id)
-    if raw:
-        # Audited, in a write transaction of its own, before anything unmasked is rendered.
-        with write_session(request.app.state.session_factory) as audit_db:
-            record_raw_text_view(audit_db, user.username, user.role, detail.call)
-            audit_db.commit()
+    record_raw_text_view(db, user.username, user.role, detail.call)
+    db.commit()
+    return _item_view(request, detail, user, db, raw=True)
+
+
+def _item_view(request: Request, detail, user, db: Session, *, raw: bool):
     analysis = db.get(Analysis, detail.assessment.analysis_id)
     utterances = list(db.scalars(select(UtteranceRow).where(UtteranceRow.transcript_id == analysis.transcript_id)
                                  .order_by(UtteranceRow.idx)))
@@ -123,6 +130,7 @@ def item_page(request: Request, item_id: int, raw: bool = False, user=Depends(re
     mine = {v.finding.id: next((d for d in v.decisions if d.reviewer == user.username), None)
             for v in detail.findings}
     item = detail.item
+    open_appeal = next((a for a in detail.appeals if a.status == "open"), None)
     return render(
         request, "item.html", detail=detail, item=item, call=detail.call, assessment=detail.assessment,
         analysis=analysis, transcript=transcript, scores=sorted(analysis.scores, key=lambda s: s.model_name),
@@ -131,8 +139,9 @@ def item_page(request: Request, item_id: int, raw: bool = False, user=Depends(re
         working=item.status == "claimed" and item.claimed_by == user.username,
         can_claim=can(user.role, "review.work") and item.status == "open",
         can_open_appeal=can(user.role, "appeal.view") and item.status == "closed" and item.verdict == "fail",
-        open_appeal=next((a for a in detail.appeals if a.status == "open"), None),
-        can_decide_appeal=can(user.role, "appeal.decide") and item.closed_by != user.username,
+        open_appeal=open_appeal,
+        can_decide_appeal=(can(user.role, "appeal.decide") and item.closed_by != user.username
+                           and open_appeal is not None and open_appeal.opened_by != user.username),
         categories=review.categories(), severities=("fatal", "major", "minor"),
     )
 

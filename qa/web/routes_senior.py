@@ -48,7 +48,7 @@ def decide_appeal(appeal_id: int, outcome: str = Form(...), reason: str = Form(.
 @router.get("/calibration")
 def calibration_page(request: Request, user=Depends(require("calibration.view")),
                      db: Session = Depends(get_db)):
-    reports = [(cs, calibration.report(db, cs.id)) for cs in calibration.sessions(db)]
+    reports = [(cs, calibration.report(db, cs.id, viewer=actor_of(user))) for cs in calibration.sessions(db)]
     return render(request, "calibration.html", reports=reports, miss=calibration.miss_rate(db),
                   can_start=can(user.role, "calibration.manage"))
 
@@ -69,7 +69,7 @@ def start_calibration(name: str = Form(...), calls: str = Form(...), inspectors:
 @router.get("/calibration/{session_id}")
 def calibration_session_page(request: Request, session_id: int, user=Depends(require("calibration.view")),
                              db: Session = Depends(get_db)):
-    report = calibration.report(db, session_id)
+    report = calibration.report(db, session_id, viewer=actor_of(user))
     cs = db.get(CalibrationSession, session_id)
     calls = {c.id: c for c in db.scalars(select(Call).where(Call.id.in_(cs.call_ids)))}
     # What each inspector judges per call: the verdict, then every finding of the call.
