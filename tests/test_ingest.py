@@ -127,3 +127,54 @@ def test_missing_file_in_manifest_fails_that_call_only(tmp_path, session):
     report = ingest(session, read_manifest(manifest), IngestOptions())
     assert [(o.call_id, o.outcome) for o in report.outcomes] == [("A", "registered"), ("B", "failed")]
     assert report.failed[0].error_code == "audio.missing"
+
+
+def test_manifest_rows_are_checked_strictly(tmp_path):
+    cases = {
+        "call_id,file,channel_layot\nX,a.wav,mono\n": "unknown column(s) 'channel_layot'",
+        "call_id,file\nX,a.wav,extra\n": "more fields than the header",
+        "call_id,file\n   ,a.wav\n": "call_id and file are required",
+        "call_id,file\n" + "C" * 300 + ",a.wav\n": "call_id is 300 characters long; at most 128",
+        "call_id,file,agent_id\nX,a.wav," + "A" * 65 + "\n": "agent_id is 65 characters long",
+    }
+    for n, (text, message) in enumerate(cases.items()):
+        manifest = tmp_path / f"m{n}.csv"
+        manifest.write_text(text, encoding="utf-8")
+        with pytest.raises(ManifestError) as caught:
+            read_manifest(manifest)
+        assert message in str(caught.value) and f"m{n}.csv:" in str(caught.value)
+
+
+def test_a_line_separator_inside_a_field_does_not_split_the_row(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("call_id,file,team\nOne,a.wav,理财\u2028一组\n", encoding="utf-8")
+    [rec] = read_manifest(manifest)
+    assert (rec.meta.call_id, rec.meta.team) == ("One", "理财\u2028一组")
+
+
+def test_a_file_rejected_once_is_registered_when_it_comes_back_fixed(tmp_path, session):
+    import soundfile as sf
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(str(folder / "call1.wav"), tone(2.0), 8000, format="FLAC")  # FLAC bytes named .wav
+    first = ingest(session, scan_directory(folder), IngestOptions())
+    assert [o.error_code for o in first.outcomes] == ["audio.wrong_extension"]
+    (folder / "call1.wav").rename(folder / "call1.flac")
+    again = ingest(session, scan_directory(folder), IngestOptions())
+    assert [o.outcome for o in again.outcomes] == ["registered"]
+    call = session.scalars(select(Call)).one()
+    assert (call.status, call.error_code, call.file_path.endswith("call1.flac")) == ("registered", None, True)
+
+
+def test_a_read_only_database_is_a_clear_error(tmp_path):
+    from qa import storage
+    from qa.errors import StorageError
+
+    url = f"sqlite:///{tmp_path / 'ro.db'}"
+    storage.upgrade(url)
+    engine = storage.make_engine(f"sqlite:///file:{tmp_path / 'ro.db'}?mode=ro&uri=true")
+    write_wav(tmp_path / "a.wav", tone(1.0))
+    with storage.write_session(storage.session_factory(engine)) as s, pytest.raises(StorageError, match="refused"):
+        ingest(s, [r for r in scan_directory(tmp_path)], IngestOptions())
+    engine.dispose()

@@ -274,7 +274,9 @@ def test_cli_nightly_summary_exit_code_and_runs(tmp_path, cli_env, monkeypatch):
     assert usage.exit_code == 2 and "--source" in usage.output
 
 
-def test_cli_run_fails_with_exit_1_when_locked(tmp_path, cli_env, monkeypatch, settings):
+@pytest.mark.parametrize("command", [["run"], ["transcribe"], ["analyze"], ["score"]])
+def test_cli_run_fails_with_exit_1_when_locked(tmp_path, cli_env, monkeypatch, settings, command):
+    """A stage command is a batch run too: it never works beside a nightly."""
     import qa.pipeline.run as pipeline
     from qa.storage.locks import acquire
 
@@ -282,7 +284,7 @@ def test_cli_run_fails_with_exit_1_when_locked(tmp_path, cli_env, monkeypatch, s
     qadb.upgrade(settings.effective_database_url)
     engine = qadb.make_engine(settings.effective_database_url)
     with acquire(qadb.session_factory(engine), purpose="other-run"):
-        result = CliRunner().invoke(cli, ["run"])
+        result = CliRunner().invoke(cli, command)
     engine.dispose()
     assert result.exit_code == 1
     assert "other-run@" in result.output and f"pid {os.getpid()}" in result.output

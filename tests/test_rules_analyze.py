@@ -309,3 +309,15 @@ def test_lint_and_test_commands(cli_env, tmp_path):
     out = runner.invoke(cli, ["eval", "rules", "--source", "reference"])
     assert out.exit_code == 0, out.output
     assert "all categories: recall 100%" in out.output
+
+
+def test_a_call_set_back_to_transcribed_moves_on_again(factory):
+    """Transcribed again with the same result (a forced or concurrent run): the unchanged
+    analysis still counts, and the call goes on to scoring instead of staying behind."""
+    pk = add_call(factory, "risky", RISKY)
+    analyze_calls(factory, rules_only())
+    with factory.begin() as s:
+        s.get(Call, pk).status = "transcribed"
+    assert [r.status for r in analyze_calls(factory, rules_only())] == ["unchanged"]
+    with factory() as s:
+        assert s.get(Call, pk).status == "analyzed"
