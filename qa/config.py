@@ -15,11 +15,11 @@ from dataclasses import dataclass, field, fields
 from datetime import tzinfo
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .domain import CHANNEL_LAYOUTS
 from .errors import ConfigError
 from .signing import default_key_file
+from .timeutil import zone
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ASR_DEVICES = ("auto", "cpu", "cuda")
@@ -141,14 +141,6 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{Path(self.data_dir) / 'qa.db'}"
-
-
-def zone(name: str) -> tzinfo:
-    """The IANA time zone ``name`` (``Asia/Shanghai``); ``ValueError`` when there is none."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as e:
-        raise ValueError(f"timezone must be an IANA zone name such as Asia/Shanghai, got {name!r}") from e
 
 
 def _is_hhmm(text: str) -> bool:

@@ -15,8 +15,10 @@ QA_BIN="${QA_BIN:-$here/.venv/bin/qa}"
 QA_LOG_DIR="${QA_LOG_DIR:-${QA_DATA_DIR:-$here/var}/logs}"
 QA_EXECUTOR="${QA_EXECUTOR:-local}"
 # the day the recordings belong to: QA_DAY, or QA_DAYS_AGO days before today (default 1:
-# a job after midnight works on yesterday's calls)
-day="${QA_DAY:-$(date -d "${QA_DAYS_AGO:-1} days ago" +%F)}"
+# a job after midnight works on yesterday's calls), today being the call centre's (the
+# timezone setting), not this machine's: at 01:30 Beijing time a UTC host is still on the
+# previous day
+day="${QA_DAY:-$("$QA_BIN" config day --days-ago "${QA_DAYS_AGO:-1}")}"
 
 # "{day}" in QA_SOURCE_DIR / QA_MANIFEST is replaced by the day, e.g. /data/recordings/{day}
 if [[ -n "${QA_MANIFEST:-}" ]]; then

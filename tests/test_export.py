@@ -69,7 +69,7 @@ def test_jsonl_record_fields_and_redaction(session, tmp_path: Path, two_calls) -
     lines = out.read_text(encoding="utf-8").splitlines()
     assert result.calls == len(lines) == 2 and result.findings == 2
     rec = json.loads(lines[0])
-    assert rec["call_id"] == "CALL-1" and rec["team"] == "理财一组" and rec["started_at"] == "2026-11-02T09:00:00Z"
+    assert rec["call_id"] == "CALL-1" and rec["team"] == "理财一组" and rec["started_at"] == "2026-11-02T09:00:00+00:00"
     assert rec["asr"]["model"] == "base" and len(rec["asr"]["sha256"]) == 64
     assert rec["rule_pack"]["name"] == "finance-zh" and rec["rule_pack"]["version"] == "1.2.0"
     assert (rec["score"], rec["fatal"], rec["tier"]) == (20.0, True, "T1")
@@ -156,7 +156,7 @@ def test_manifest_verifies_and_detects_one_byte(session, tmp_path: Path, two_cal
     result = export_calls(session, out, ExportFilters(tiers=("T1",)), ExportOptions(format=fmt), actor="tester")
     manifest = json.loads(result.manifest.read_text(encoding="utf-8"))
     assert manifest["filters"]["tiers"] == ["T1"] and manifest["counts"]["calls"] == 1
-    assert manifest["tool_version"] and manifest["generated_at"].endswith("Z") and manifest["redacted"] is True
+    assert manifest["tool_version"] and manifest["generated_at"].endswith("+00:00") and manifest["redacted"] is True
     assert {f["name"] for f in manifest["files"]} == {p.name for p in result.files}
     assert verify_manifest(result.manifest).ok
     for path in result.files:  # every file is covered, not just the main one

@@ -342,7 +342,8 @@ def test_a_nightly_over_a_folder_exports_the_calls_it_processed(tmp_path, factor
     jsonl = Path(result.artifacts.export_dir) / "qa-2026-11-30.jsonl"
     exported = {json.loads(line)["call_id"]: json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()}
     assert set(exported) == {"S01", "S02", "S10_20261105_223000"}
-    assert exported["S10_20261105_223000"]["started_at"].startswith("2026-11-05T14:30:00")  # UTC
+    # written on the call centre's clock, with its offset: the same instant as 14:30 UTC
+    assert exported["S10_20261105_223000"]["started_at"] == "2026-11-05T22:30:00+08:00"
     assert Path(result.artifacts.report_path).is_file()
 
 

@@ -42,7 +42,7 @@ def seeded(session):
 
 
 def test_collect_figures_match_rows(session, seeded) -> None:
-    data = collect(session, ReportOptions(since=SINCE, until=UNTIL), now=NOW)
+    data = collect(session, ReportOptions(since=SINCE, until=UNTIL, timezone="UTC"), now=NOW)
     assert data.calls_total == 400 and data.calls_failed == seeded.failed
     assert sum(data.daily_processed) + sum(data.daily_failed) == 400 and len(data.days) == 5
     assert sum(r.reviewed for r in data.rules) == seeded.reviewed_findings
@@ -195,7 +195,7 @@ def test_export_and_report_on_each_backend(db_url: str, tmp_path: Path) -> None:
                                   actor="t")
             s.commit()
             assert result.calls == 120 and result.findings == seeded.findings
-            data = collect(s, ReportOptions(since=SINCE, until=UNTIL), now=NOW)
+            data = collect(s, ReportOptions(since=SINCE, until=UNTIL, timezone="UTC"), now=NOW)
             assert data.days == ["2026-11-02", "2026-11-03", "2026-11-04"]
             assert data.calls_total == 120 and data.calls_failed == seeded.failed
             assert sum(r.reviewed for r in data.rules) == seeded.reviewed_findings

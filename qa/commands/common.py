@@ -11,12 +11,14 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
 from ..config import LoadedSettings, Settings, load_settings
 from ..errors import QAError
+from ..timeutil import local_text
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -57,6 +59,10 @@ class App:
             storage.ensure_schema(engine)
             self._factory = storage.session_factory(engine)
         return self._factory
+
+    def clock(self, ts: datetime | None) -> str:
+        """``ts`` on the call centre's clock (the ``timezone`` setting), as tables print it."""
+        return local_text(ts, self.settings.tz)
 
     def close(self) -> None:
         if self._factory is not None:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 @click.group("config")
 def config_group() -> None:
-    """Show the effective settings."""
+    """Show the effective settings (and the local day)."""
 
 
 @config_group.command("show")
@@ -35,6 +35,20 @@ def config_show(app: App) -> None:
     rows = [(name, value, loaded.sources[name]) for name, value in values.items()]
     echo_table(rows, ("setting", "value", "source"))
     click.echo(f"\nconfig file: {loaded.config_file or '(none; defaults and environment only)'}")
+
+
+@config_group.command("day")
+@click.option("--days-ago", type=click.IntRange(0, 3650), default=0, show_default=True)
+@pass_app
+@domain_errors
+def config_day(app: App, days_ago: int) -> None:
+    """Print the day (YYYY-MM-DD) DAYS_AGO days before today on the call centre's clock (the
+    timezone setting), e.g. for naming last night's recordings folder in a cron script."""
+    from datetime import timedelta
+
+    from ..timeutil import local_today
+
+    click.echo((local_today(app.settings.tz) - timedelta(days=days_ago)).isoformat())
 
 
 @click.group("db")

@@ -5,31 +5,26 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 
 import click
 
-from ..timeutil import as_utc
+from ..timeutil import parse_when
 from .common import EXIT_TAMPERED, App, domain_errors, pass_app
 
 _FORMAT_SUFFIX = {"jsonl": ".jsonl", "csv": ".csv", "xlsx": ".xlsx"}
 
 
-def parse_when(value: str | None, *, end: bool = False) -> datetime | None:
-    """``2026-11-02`` (a day; as ``--until`` it includes that whole day) or an ISO
-    timestamp; times without a zone are UTC."""
+def when_option(app: App, value: str | None, *, end: bool = False) -> datetime | None:
+    """``--since`` / ``--until``: days and times without an offset are on the call centre's
+    clock (the ``timezone`` setting)."""
     if not value:
         return None
     try:
-        if len(value) == 10:
-            day = date.fromisoformat(value)
-            ts = datetime.combine(day + timedelta(days=1) if end else day, time(), tzinfo=timezone.utc)
-        else:
-            ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_when(value, app.settings.tz, end=end)
     except ValueError as e:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD) or ISO timestamp") from e
-    return as_utc(ts)
+        raise click.BadParameter(str(e)) from e
 
 
 def _default_actor() -> str:
@@ -49,7 +44,7 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Output file; the manifest is written beside it as OUT.manifest.json. CSV also writes "
                    "NAME-calls.csv beside NAME.csv (and NAME-transcript.csv).")
-@click.option("--since", help="Calls started at or after this day/time (UTC).")
+@click.option("--since", help="Calls started at or after this day/time (local: the timezone setting).")
 @click.option("--until", help="Calls started before this time; a bare day includes that whole day.")
 @click.option("--tier", multiple=True, help="T1, T2 or T3 (repeat or comma-separate).")
 @click.option("--category", multiple=True, help="Calls with a finding in this category.")
@@ -88,7 +83,7 @@ def export_group(app: App, ctx: click.Context, fmt: str | None, out: Path | None
             raise click.UsageError("cannot tell the format from --out; give --format jsonl|csv|xlsx")
     if no_redact and not actor:
         raise click.UsageError("--no-redact needs --as USER (a user with role auditor or admin)")
-    filters = ExportFilters(since=parse_when(since), until=parse_when(until, end=True), tiers=_split(tier),
+    filters = ExportFilters(since=when_option(app, since), until=when_option(app, until, end=True), tiers=_split(tier),
                             categories=_split(category), agents=_split(agent), teams=_split(team),
                             statuses=_split(status))
     options = ExportOptions(format=fmt, include_transcript=include_transcript, redact=not no_redact,
@@ -166,7 +161,7 @@ def public_verifier(app: App, public_key: str | None):
 
 
 @click.command("report")
-@click.option("--since", required=True, help="First day (UTC) of the report.")
+@click.option("--since", required=True, help="First day of the report (local, the timezone setting).")
 @click.option("--until", required=True, help="Last day (included) or end time of the report.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="HTML file to write.")
 @click.option("--title", default="语音质检报告", show_default=True)
@@ -176,7 +171,8 @@ def report_command(app: App, since: str, until: str, out: Path, title: str) -> N
     """Write a self-contained HTML report with charts for calls started in [since, until]."""
     from ..reporting.report import ReportOptions, build_report, write_report
 
-    options = ReportOptions(since=parse_when(since), until=parse_when(until, end=True), title=title)
+    options = ReportOptions(since=when_option(app, since), until=when_option(app, until, end=True), title=title,
+                            timezone=app.settings.timezone)
     with app.session_factory() as session:
         report = build_report(session, options, settings=app.settings)
     write_report(report, out)

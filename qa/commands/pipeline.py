@@ -8,13 +8,14 @@ import logging
 import shutil
 import sys
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..config import REPO_ROOT, Settings
+from ..timeutil import local_today, parse_day
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -152,9 +153,10 @@ def source_options(fn):
                      help="Folder of recordings to ingest first (recursive)."),
         click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="Manifest CSV/JSONL of recordings to ingest first."),
-        click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]),
-                     help="The export and report cover calls started this day (default: this run's calls; "
-                          "the export folder is named after today)."),
+        click.option("--date", "day", metavar="DAY",
+                     help="YYYY-MM-DD, today or yesterday (on the clock of the timezone setting): the "
+                          "report covers calls started this day (default: this run's calls; the export "
+                          "folder is named after today)."),
         executor_options("local"),
         click.option("--no-export", is_flag=True, help="Skip writing the day's export and report."),
     ]
@@ -163,10 +165,19 @@ def source_options(fn):
     return fn
 
 
-def _batch(app: App, kind: str, source: Path | None, manifest: Path | None, day: datetime | None, executor: str,
+def day_option(app: App, value: str | None) -> date | None:
+    if not value:
+        return None
+    try:
+        return parse_day(value, app.settings.tz)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--date") from e
+
+
+def _batch(app: App, kind: str, source: Path | None, manifest: Path | None, day: str | None, executor: str,
            address: str | None, n_workers: int, calls_per_decode: int, no_export: bool) -> None:
     result = run(app, kind=kind, source=str(source) if source else None,
-                 manifest=str(manifest) if manifest else None, day=day.date() if day else None, executor=executor,
+                 manifest=str(manifest) if manifest else None, day=day_option(app, day), executor=executor,
                  address=address, workers=workers_of(n_workers, calls_per_decode), export=not no_export)
     print_result(result)
     sys.exit(exit_code(result))
@@ -210,8 +221,8 @@ def nightly_cmd(app: App, source, manifest, day, executor, address, n_workers, c
     _batch(app, "nightly", source, manifest, day, executor, address, n_workers, calls_per_decode, no_export)
 
 
-def _print_run_detail(run: RunSummary) -> None:
-    click.echo(f"run {run.id} ({run.kind}): {run.status}, started {run.started_at:%Y-%m-%d %H:%M:%S}Z "
+def _print_run_detail(app: App, run: RunSummary) -> None:
+    click.echo(f"run {run.id} ({run.kind}): {run.status}, started {app.clock(run.started_at)} "
                f"on {run.host} (pid {run.pid})" + (f", {run.seconds:.1f} s" if run.seconds is not None else ""))
     if run.error:
         click.echo(f"error: {run.error}")
@@ -249,7 +260,7 @@ def runs_cmd(app: App, limit: int, kind: str | None, run_id: int | None) -> None
             run = get_run(session, run_id)
             if run is None:
                 raise click.ClickException(f"no run {run_id}")
-            _print_run_detail(run)
+            _print_run_detail(app, run)
             return
         runs = list_runs(session, limit=limit, kind=kind)
         held = locks(session)
@@ -257,11 +268,11 @@ def runs_cmd(app: App, limit: int, kind: str | None, run_id: int | None) -> None
     for r in runs:
         by_stage = {t.stage: t for t in r.timings}
         tr, an = by_stage.get("transcribe"), by_stage.get("analyze")
-        rows.append((r.id, r.kind, r.status, f"{r.started_at:%Y-%m-%d %H:%M}",
+        rows.append((r.id, r.kind, r.status, app.clock(r.started_at),
                      "" if r.seconds is None else _fmt(r.seconds, 0), r.counts.get("calls", ""),
                      r.counts.get("failed", ""), _fmt(tr.calls_per_s, 3) if tr else "",
                      _fmt(an.calls_per_s, 3) if an else "", (r.error or "")[:60]))
-    echo_table(rows, ("id", "kind", "status", "started (UTC)", "seconds", "calls", "failed", "transcribe/s",
+    echo_table(rows, ("id", "kind", "status", f"started ({app.settings.timezone})", "seconds", "calls", "failed", "transcribe/s",
                       "analyze/s", "error"))
     for lock in held:
         click.echo(f"\nlock {lock.name!r} held by {lock.describe()}")
@@ -304,7 +315,7 @@ def demo_cmd(app: App, data_dir: Path, manifest: Path | None, workers: int) -> N
     try:
         click.echo(f"demo: the full pipeline over {manifest} into a new database {data_dir / 'qa.db'}")
         result = run(app, settings, factory=storage.session_factory(engine), kind="demo", manifest=str(manifest),
-                     day=date.today(), workers=ExecutorOptions(workers=workers))
+                     day=local_today(settings.tz), workers=ExecutorOptions(workers=workers))
     finally:
         engine.dispose()
     print_result(result)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import sys
-from datetime import datetime
 from typing import Any, Callable
 
 import click
@@ -18,10 +17,6 @@ from ..domain import APPEAL_OUTCOMES, DECISIONS, REVIEW_STATUSES, TIERS, VERDICT
 from ..errors import PermissionDenied
 from ..permissions import ACTOR_ROLES, Actor
 from .common import EXIT_TAMPERED, App, domain_errors, echo_table, pass_app
-
-
-def _fmt_ts(ts: datetime | None) -> str:
-    return "" if ts is None else ts.strftime("%Y-%m-%d %H:%M")
 
 
 def resolve_actor(app: App, session, username: str, role: str | None, password: str | None) -> Actor:
@@ -140,9 +135,9 @@ def queue_list(app: App, tier: str | None, statuses: tuple[str, ...], overdue: b
         entries = review.list_queue(session, tier=tier, statuses=statuses, overdue_only=overdue,
                                     assigned_to=assigned_to, limit=limit)
     click.echo("  ".join(f"{c.tier}: {c.open} open, {c.claimed} claimed, {c.overdue} overdue" for c in counts))
-    echo_table([(e.item_id, e.tier, e.reason, e.status, e.call_id, e.agent_id, e.score, _fmt_ts(e.due_at),
+    echo_table([(e.item_id, e.tier, e.reason, e.status, e.call_id, e.agent_id, e.score, app.clock(e.due_at),
                  "OVERDUE" if e.overdue else "", e.assigned_to, e.claimed_by) for e in entries],
-               ("item", "tier", "reason", "status", "call", "agent", "score", "due (UTC)", "", "assigned", "claimed by"))
+               ("item", "tier", "reason", "status", "call", "agent", "score", f"due ({app.settings.timezone})", "", "assigned", "claimed by"))
 
 
 @queue_group.command("claim")
@@ -166,8 +161,8 @@ def queue_claim(app: App, item_id: int | None, tier: str | None, actor_name: str
     if item is None:
         click.echo("queue empty: nothing to claim")
         return
-    click.echo(f"claimed item {item.id} ({item.tier}, due {_fmt_ts(item.due_at)} UTC) until "
-               f"{_fmt_ts(item.claim_expires_at)} UTC")
+    click.echo(f"claimed item {item.id} ({item.tier}, due {app.clock(item.due_at)} UTC) until "
+               f"{app.clock(item.claim_expires_at)} UTC")
 
 
 @queue_group.command("release")
@@ -231,10 +226,10 @@ def review_show(app: App, item_id: int) -> None:
                f"status {it.status}")
     click.echo(f"assessment: score {a.score:.1f}  fatal {'yes' if a.fatal else 'no'}  reasons: "
                f"{', '.join(a.reasons) or '-'}")
-    who = (f"closed by {it.closed_by} at {_fmt_ts(it.closed_at)} UTC" if it.closed_by
-           else f"claimed by {it.claimed_by} until {_fmt_ts(it.claim_expires_at)} UTC" if it.status == "claimed"
+    who = (f"closed by {it.closed_by} at {app.clock(it.closed_at)} UTC" if it.closed_by
+           else f"claimed by {it.claimed_by} until {app.clock(it.claim_expires_at)} UTC" if it.status == "claimed"
            else "not claimed")
-    click.echo(f"due {_fmt_ts(it.due_at)} UTC  {who}  verdict {it.verdict or '-'}  "
+    click.echo(f"due {app.clock(it.due_at)} UTC  {who}  verdict {it.verdict or '-'}  "
                f"final score {'-' if it.final_score is None else f'{it.final_score:.1f}'}")
     rows = []
     for v in d.findings:
@@ -245,12 +240,12 @@ def review_show(app: App, item_id: int) -> None:
         rows.append((f.id, f.source, f.rule_id, f.category, f.severity, span, (f.matched_text or "")[:30], decisions))
     echo_table(rows, ("finding", "source", "rule", "category", "severity", "time", "matched", "decisions"))
     for ap in d.appeals:
-        click.echo(f"appeal {ap.id} by {ap.opened_by} at {_fmt_ts(ap.opened_at)}: {ap.reason} -> {ap.status}"
+        click.echo(f"appeal {ap.id} by {ap.opened_by} at {app.clock(ap.opened_at)}: {ap.reason} -> {ap.status}"
                    + (f" by {ap.decided_by}: {ap.decision_reason}" if ap.decided_by else ""))
     if d.history:
         click.echo("history:")
         for ev in d.history:
-            click.echo(f"  #{ev.seq} {_fmt_ts(ev.ts)} {ev.actor} {ev.action} {ev.object_type}:{ev.object_id}")
+            click.echo(f"  #{ev.seq} {app.clock(ev.ts)} {ev.actor} {ev.action} {ev.object_type}:{ev.object_id}")
 
 
 @review_group.command("decide")
@@ -556,8 +551,8 @@ def audit_log(app: App, obj: str | None, limit: int) -> None:
     object_type, _, object_id = (obj or "").partition(":")
     with app.session_factory() as session:
         events = audit.history(session, object_type or None, object_id or None, limit=limit)
-    echo_table([(e.seq, _fmt_ts(e.ts), e.actor, e.action, f"{e.object_type}:{e.object_id}") for e in events],
-               ("seq", "time (UTC)", "actor", "action", "object"))
+    echo_table([(e.seq, app.clock(e.ts), e.actor, e.action, f"{e.object_type}:{e.object_id}") for e in events],
+               ("seq", f"time ({app.settings.timezone})", "actor", "action", "object"))
 
 
 def register(group: click.Group) -> None:

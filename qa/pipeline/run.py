@@ -26,8 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
-from datetime import time as dtime
+from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Sequence
 
@@ -44,7 +43,7 @@ from ..storage import chunked, write_session
 from ..storage.locks import LockOptions, RunLockHandle, acquire
 from ..storage.models import Call, Transcript
 from ..storage.retry import RetryPolicy
-from ..timeutil import utcnow
+from ..timeutil import day_span, local_today, utcnow
 from .jobs import ExecContext, Executor, JobOutcome, StageClock, run_call
 from .local import ExecutorOptions, LocalExecutor
 from .progress import NullProgress, Progress
@@ -93,13 +92,13 @@ class PipelineOptions:
         self.lock.validate()
         self.retry.validate()
 
-    @property
-    def the_day(self) -> date:
-        return self.day or date.today()
+    def the_day(self, tz: tzinfo) -> date:
+        """``day``, else today on the call centre's clock (``tz``, the ``timezone`` setting)."""
+        return self.day or local_today(tz)
 
-    def as_record(self) -> dict:
+    def as_record(self, tz: tzinfo) -> dict:
         """What the batch-run row keeps of the options."""
-        return {"source": self.source, "manifest": self.manifest, "day": self.the_day.isoformat(),
+        return {"source": self.source, "manifest": self.manifest, "day": self.the_day(tz).isoformat(),
                 "executor": self.executor, "address": self.address, "workers": self.workers.n_workers,
                 "prefetch": self.workers.n_prefetch, "calls_per_decode": self.workers.calls_per_decode,
                 "steps": list(self.steps), "call_ids": list(self.call_ids), "force": self.force,
@@ -223,13 +222,12 @@ def export_scope(session: Session, options: PipelineOptions, settings: Settings,
     start times. ``None`` when the run has no calls to export."""
     if not call_pks:
         return None
-    day = options.the_day
+    day = options.the_day(settings.tz)
     starts = [row[0] for chunk in chunked(list(call_pks)) for row in session.execute(
         select(Call.started_at).where(Call.id.in_(chunk))) if row[0] is not None]
     since = until = None
     if options.day is not None:
-        since = datetime.combine(day, dtime.min, tzinfo=settings.tz).astimezone(timezone.utc)
-        until = since + timedelta(days=1)
+        since, until = day_span(day, tz=settings.tz)
     if starts:
         since = min([*starts, since] if since else starts)
         until = max([*starts, until - timedelta(seconds=1)] if until else starts) + timedelta(seconds=1)
@@ -320,7 +318,7 @@ def run_pipeline(factory: sessionmaker[Session], settings: Settings, options: Pi
     with acquire(factory, options.lock, purpose=options.kind) as lock:
         try:
             with write_session(factory) as session:
-                run_id = start_run(session, options.kind, options.as_record())
+                run_id = start_run(session, options.kind, options.as_record(settings.tz))
                 started = utcnow()
         except SQLAlchemyError as e:
             raise StorageError(f"cannot record the batch run: {e}") from e

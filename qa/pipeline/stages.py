@@ -173,7 +173,8 @@ def export_day(factory: sessionmaker[Session], settings: Settings, scope: Export
     # the report charts calls by start time; a scan without metadata gives it nothing to draw
     if scope.since is not None and scope.until is not None:
         with factory() as session:
-            report = build_report(session, ReportOptions(since=scope.since, until=scope.until), settings=settings)
+            options = ReportOptions(since=scope.since, until=scope.until, timezone=settings.timezone)
+            report = build_report(session, options, settings=settings)
         report_path = out / f"{stem}-report.html"
         write_report(report, report_path)
     return Artifacts(export_dir=str(out), report_path=str(report_path) if report_path else None,

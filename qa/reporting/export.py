@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import replace
+from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 
 from sqlalchemy import select
@@ -28,6 +29,7 @@ from ..permissions import can, roles_for
 from ..redact import redact_text
 from ..storage import is_sqlite, reading_bind
 from ..storage.models import AuditEvent, User
+from ..timeutil import zone
 from .manifest import (FileCheck, ManifestCheck, file_entries, manifest_path, sha256_file, verify_manifest,
                        write_manifest)
 from .records import ExportFilters, iso, iter_call_id_chunks, load_chunk
@@ -48,8 +50,14 @@ class ExportOptions:
     include_transcript: bool = False
     redact: bool = True
     chunk_size: int = 500  # calls fetched per round trip; memory grows with this, not with the export
+    timezone: str = "UTC"  # the offset times are written with (the same instants in any zone)
+
+    @property
+    def tz(self) -> tzinfo:
+        return zone(self.timezone)
 
     def validate(self) -> None:
+        self.tz  # noqa: B018 - raises on an unknown zone
         if self.format not in FORMATS:
             raise ValueError(f"unknown export format {self.format!r}; formats are {', '.join(FORMATS)}")
         if not 1 <= self.chunk_size <= 10_000:
@@ -124,8 +132,9 @@ def export_calls(session: Session, out: Path, filters: ExportFilters, options: E
     t0 = time.perf_counter()
     redact = redact_text if options.redact else _keep
     counts = ExportCounts()
-    meta = {"generated_at": iso(now), "tool_version": __version__, "redacted": options.redact,
-            "include_transcript": options.include_transcript, "filters": filters.as_dict()}
+    meta = {"generated_at": iso(now, options.tz), "tool_version": __version__, "redacted": options.redact,
+            "include_transcript": options.include_transcript, "filters": filters.as_dict(options.tz),
+            "timezone": options.timezone}
     # The export reads through its own session on the caller's engine: a long export then
     # holds no read snapshot in the caller's transaction, which on SQLite would make the
     # audit append below fail ("database is busy") once any other writer has committed.
@@ -143,7 +152,7 @@ def export_calls(session: Session, out: Path, filters: ExportFilters, options: E
         try:
             for ids in iter_call_id_chunks(reader, filters, options.chunk_size):
                 for record in load_chunk(reader, ids, include_transcript=options.include_transcript,
-                                         redact=redact, now=now):
+                                         redact=redact, now=now, tz=options.tz):
                     writer.write(record)
                     counts.add(record)
                 log.debug("exported %d calls so far", counts.calls)
@@ -191,10 +200,12 @@ def export_signed(factory: sessionmaker[Session], settings: Settings, out: Path,
                   options: ExportOptions, *, actor: str) -> ExportResult:
     """:func:`export_calls` in a write transaction of its own, with the manifest and the audit
     chain signed (the key of the ``audit_key_file`` setting, created when there is none) and the
-    checkpoint anchored beside the key: what the command line, the web UI and the nightly run."""
+    checkpoint anchored beside the key: what the command line, the web UI and the nightly run.
+    Times are written on the clock of the ``timezone`` setting."""
     from .. import audit
     from ..storage import write_session
 
+    options = replace(options, timezone=settings.timezone)
     signer = signing.signer(settings.audit_key_file)
     database = signing.database_id(settings.effective_database_url)
     with write_session(factory) as session:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 
 from sqlalchemy import exists, or_, select
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from ..domain import CALL_STATUSES, TIERS
 from ..storage.models import (Analysis, Assessment, Call, ClassifierScore, Finding, ReviewDecision, ReviewItem,
                               Transcript, UtteranceRow)
-from ..timeutil import as_utc
+from ..timeutil import as_utc, local_iso
 
 
 @dataclass(frozen=True)
@@ -48,14 +48,15 @@ class ExportFilters:
         if bad:
             raise ValueError(f"unknown call status(es) {', '.join(bad)}; statuses are {', '.join(CALL_STATUSES)}")
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"since": iso(self.since), "until": iso(self.until), "tiers": list(self.tiers),
+    def as_dict(self, tz: tzinfo = timezone.utc) -> dict[str, Any]:
+        return {"since": iso(self.since, tz), "until": iso(self.until, tz), "tiers": list(self.tiers),
                 "categories": list(self.categories), "agents": list(self.agents), "teams": list(self.teams),
                 "statuses": list(self.statuses)} | ({} if self.call_pks is None else {"calls": len(self.call_pks)})
 
 
-def iso(ts: datetime | None) -> str | None:
-    return None if ts is None else as_utc(ts).isoformat().replace("+00:00", "Z")
+def iso(ts: datetime | None, tz: tzinfo = timezone.utc) -> str | None:
+    """ISO 8601 with the offset of ``tz`` (the call centre's clock in exports)."""
+    return local_iso(ts, tz)
 
 
 def _current_analysis_ids():
@@ -116,7 +117,7 @@ def _latest_by_call(rows) -> dict[int, Any]:
 
 
 def load_chunk(session: Session, ids: list[int], *, include_transcript: bool, redact: Callable[[str | None], str | None],
-               now: datetime) -> list[dict[str, Any]]:
+               now: datetime, tz: tzinfo = timezone.utc) -> list[dict[str, Any]]:
     """The audit records of the calls ``ids``, in id order. ``redact`` is applied to every
     free-text field (transcript, evidence, matched text, comments, error messages)."""
     calls = session.execute(
@@ -181,7 +182,7 @@ def load_chunk(session: Session, ids: list[int], *, include_transcript: bool, re
         decision_of = {d.finding_id: d.decision for d in call_decisions if d.finding_id is not None}
         record = {
             "call_id": c.call_id, "recording_sha256": c.recording_sha256, "agent_id": c.agent_id, "team": c.team,
-            "started_at": iso(c.started_at), "duration_s": c.duration_s, "direction": c.direction,
+            "started_at": iso(c.started_at, tz), "duration_s": c.duration_s, "direction": c.direction,
             "business_line": c.business_line, "status": c.status, "error_code": c.error_code,
             "error_message": redact(c.error_message),
             "asr": {"model": tr.asr_model, "sha256": tr.asr_sha256} if tr else None,
@@ -196,7 +197,7 @@ def load_chunk(session: Session, ids: list[int], *, include_transcript: bool, re
                           "matched_text": redact(f.matched_text), "evidence": redact(f.evidence),
                           "review_decision": decision_of.get(f.id)} for f in findings.get(c.id, [])],
             "classifiers": classifiers.get(c.id, {}),
-            "review": _review_doc(item, call_decisions, redact, now) if item else None,
+            "review": _review_doc(item, call_decisions, redact, now, tz) if item else None,
         }
         if include_transcript:
             record["transcript"] = utterances.get(c.id, [])
@@ -219,16 +220,17 @@ def _review_items(session: Session, ids: list[int], current_assessments: set[int
     return chosen
 
 
-def _review_doc(item, decisions: list, redact: Callable[[str | None], str | None], now: datetime) -> dict[str, Any]:
+def _review_doc(item, decisions: list, redact: Callable[[str | None], str | None], now: datetime,
+                tz: tzinfo) -> dict[str, Any]:
     due, decided = item.due_at, item.closed_at
     return {
         "status": item.status, "tier": item.tier, "reason": item.reason, "verdict": item.verdict,
-        "reviewer": item.closed_by, "decided_at": iso(decided), "final_score": item.final_score,
-        "due_at": iso(due),
+        "reviewer": item.closed_by, "decided_at": iso(decided, tz), "final_score": item.final_score,
+        "due_at": iso(due, tz),
         # Late when closed after the due time, or still open past it.
         "overdue": bool(due and ((decided or now) > due)),
         "comment": redact(item.comment),
         "decisions": [{"finding_id": d.finding_id, "decision": d.decision, "reviewer": d.reviewer,
-                       "comment": redact(d.comment), "created_at": iso(d.created_at)} for d in decisions],
+                       "comment": redact(d.comment), "created_at": iso(d.created_at, tz)} for d in decisions],
     }
 

@@ -4,14 +4,14 @@ calls started in a period.
 :func:`collect` runs aggregate queries only (GROUP BY in the database), so the report costs
 the same memory for a thousand calls or a million. :func:`build_report` draws the charts
 (:mod:`qa.reporting.charts`) and renders ``templates/report.html`` with Jinja2, autoescaped.
-Days are UTC days of the call start time.
+Days are the call centre's days (the ``timezone`` setting) of the call start time.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
 from sqlalchemy import and_, case, exists, func, or_, select
@@ -23,7 +23,8 @@ from ..errors import ExportError
 from ..labels import CALL_STATUS_LABELS, REVIEW_OUTCOMES, category_label
 from ..storage.models import (Analysis, Assessment, Call, ClassifierScore, Finding, ReviewDecision, ReviewItem,
                               Transcript)
-from ..timeutil import as_utc
+from ..storage.days import local_date
+from ..timeutil import as_utc, local_day, local_text, zone, zone_label
 from .charts import BAD, GOOD, LATE, NEUTRAL, WAITING, Chart, cjk_font, heatmap, interval_bars, stacked_bars, value_bars
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,14 @@ class ReportOptions:
     until: datetime  # exclusive
     title: str = "语音质检报告"
     top_n: int = 10
+    timezone: str = "Asia/Shanghai"  # whose days the daily figures count, and whose clock is printed
+
+    @property
+    def tz(self) -> tzinfo:
+        return zone(self.timezone)
 
     def validate(self) -> None:
+        self.tz  # noqa: B018 - raises on an unknown zone
         if as_utc(self.since) >= as_utc(self.until):
             raise ValueError(f"since ({self.since.isoformat()}) must be before until ({self.until.isoformat()})")
         if not 1 <= self.top_n <= 50:
@@ -146,11 +153,6 @@ class Report:
 
 
 
-def _day(value) -> str:
-    # func.date() gives a string on SQLite and a date on PostgreSQL.
-    return str(value)[:10]
-
-
 def collect(session: Session, options: ReportOptions, *, now: datetime | None = None) -> ReportData:
     """Aggregate the figures of the report for calls started in [since, until)."""
     options.validate()
@@ -164,11 +166,11 @@ def collect(session: Session, options: ReportOptions, *, now: datetime | None = 
     failures = session.execute(
         select(func.coalesce(Call.error_code, "unknown"), func.count()).where(window, Call.status == "failed")
         .group_by(Call.error_code).order_by(func.count().desc())).all()
-    day = func.date(Call.started_at)
+    day = local_date(session, Call.started_at, options.tz, options.since, options.until)
     daily = session.execute(
         select(day, func.count(), func.sum(case((Call.status == "failed", 1), else_=0)))
         .where(window).group_by(day).order_by(day)).all()
-    days = [_day(d) for d, _, _ in daily]
+    days = [d for d, _, _ in daily]
 
     current = and_(Assessment.call_id == Call.id, Assessment.is_current.is_(True))
     tiers = {(t or "none"): n for t, n in session.execute(
@@ -199,15 +201,15 @@ def collect(session: Session, options: ReportOptions, *, now: datetime | None = 
     for team, d, mean in session.execute(
             select(func.coalesce(Call.team, "-"), day, func.avg(Assessment.score))
             .join(Assessment, current).where(window).group_by(Call.team, day)):
-        if _day(d) in day_index:
-            team_daily[team][day_index[_day(d)]] = round(float(mean), 1)
+        if d in day_index:
+            team_daily[team][day_index[d]] = round(float(mean), 1)
 
     agent_daily: dict[str, list[float | None]] = {}
     for agent, d, mean in session.execute(
             select(func.coalesce(Call.agent_id, "-"), day, func.avg(Assessment.score))
             .join(Assessment, current).where(window).group_by(Call.agent_id, day)):
-        if _day(d) in day_index:
-            agent_daily.setdefault(agent, [None] * len(days))[day_index[_day(d)]] = round(float(mean), 1)
+        if d in day_index:
+            agent_daily.setdefault(agent, [None] * len(days))[day_index[d]] = round(float(mean), 1)
 
     outcomes: dict[str, dict[str, int]] = {}
     for tier, status, verdict, n in session.execute(
@@ -385,7 +387,9 @@ def render_html(options: ReportOptions, data: ReportData, charts: tuple[Chart, .
                        "estimate": f"{miss.rate * n:.0f}", "low": f"{miss.low * n:.0f}", "high": f"{miss.high * n:.0f}"}
     return env.get_template("report.html").render(
         options=options, data=data, charts={c.key: c for c in charts}, cards=cards, generated_at=generated_at,
-        version=version, last_day=(options.until - timedelta(seconds=1)).date(),
+        version=version, first_day=local_day(options.since, options.tz),
+        last_day=local_day(options.until - timedelta(seconds=1), options.tz),
+        zone=zone_label(options.tz, options.since), generated_text=local_text(generated_at, options.tz),
         font_note=f"图表字体：{font}" if font else "未找到中文字体，图表中的中文可能无法显示",
         sla_hours="" if settings is None else (f"SLA：T1 {settings.tier1_sla_hours:g} 小时，"
                                                f"T2 {settings.tier2_sla_hours:g} 小时，T3 {settings.tier3_sla_hours:g} 小时。"),

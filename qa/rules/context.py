@@ -6,10 +6,10 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import time, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..asr.features import call_features
 from ..domain import CallFeatures, CallTranscript
+from ..timeutil import zone
 from .text import normalize_with_breaks, sound_table
 
 ANY_ROLE = "any"
@@ -81,10 +81,7 @@ class EngineOptions:
 
     @property
     def tz(self) -> tzinfo:
-        try:
-            return ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError) as e:
-            raise ValueError(f"timezone must be an IANA zone name such as Asia/Shanghai, got {self.timezone!r}") from e
+        return zone(self.timezone)
 
 
 @dataclass

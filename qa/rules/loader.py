@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..domain import SEVERITIES, SPEAKER_ROLES
+from .. import timeutil
 from ..errors import RuleError
 from . import conditions as c
 from .context import ANY_ROLE, HoursWindow
@@ -287,8 +287,8 @@ class _File:
         if "timezone" in doc:
             name = self.text(doc, "timezone", "meta")
             try:
-                zone = ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError) as e:
+                zone = timeutil.zone(name)
+            except ValueError as e:
                 raise self.fail(doc.line_of("timezone"), f"unknown time zone {name!r} (an IANA name such as "
                                                          f"Asia/Shanghai)") from e
         return c.Meta(direction, lines, outside, hours, zone)

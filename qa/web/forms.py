@@ -4,9 +4,9 @@ naming the field: the app answers them with 400 and that message."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, tzinfo
 
-from ..timeutil import as_utc
+from ..timeutil import parse_when
 
 
 def optional_float(value: str, name: str) -> float | None:
@@ -19,16 +19,16 @@ def optional_float(value: str, name: str) -> float | None:
         raise ValueError(f"{name} must be a number, got {value!r}") from e
 
 
-def optional_date(value: str, name: str) -> datetime | None:
-    """A date or date-time (``2026-11-02``); without a zone it is UTC."""
+def optional_date(value: str, name: str, tz: tzinfo) -> datetime | None:
+    """A date or date-time (``2026-11-02``: local midnight); without an offset it is on the
+    clock of ``tz`` (the ``timezone`` setting)."""
     value = value.strip()
     if not value:
         return None
     try:
-        ts = datetime.fromisoformat(value)
+        return parse_when(value, tz)
     except ValueError as e:
         raise ValueError(f"{name} must be a date like 2026-11-02, got {value!r}") from e
-    return as_utc(ts)
 
 
 def split_list(text: str) -> list[str]:

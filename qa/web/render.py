@@ -1,5 +1,7 @@
-"""Jinja2 templates and the filters they use. Times are stored in UTC; pages print them in
-UTC inside ``<time datetime=...>`` and a few lines of JS rewrite them in the browser's zone."""
+"""Jinja2 templates and the filters they use. Times are stored in UTC; pages print them on the
+call centre's clock (the ``timezone`` setting, named in the page footer), with the UTC instant
+in ``<time datetime=...>`` for scripts. Not the browser's zone: an inspector working from
+another zone still reads the times the agents and the rules saw."""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ from pathlib import Path
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
 
 from ..permissions import ROLE_LABELS
 from ..redact import redact
+from ..timeutil import local_text, zone_label
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -24,8 +28,9 @@ def _iso(ts: datetime | None) -> str:
     return ts.astimezone(timezone.utc).isoformat(timespec="seconds") if ts else ""
 
 
-def _ts(ts: datetime | None) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if ts else ""
+@pass_context
+def _ts(context, ts: datetime | None) -> str:
+    return local_text(ts, context.get("tz") or timezone.utc)
 
 
 def _span(seconds: float) -> str:
@@ -76,4 +81,6 @@ def render(request: Request, name: str, status_code: int = 200, **context):
     web = getattr(request.state, "web", None)
     context.setdefault("user", getattr(request.state, "user", None))
     context["csrf_token"] = web.csrf if web is not None else ""
+    tz = request.app.state.settings.tz
+    context.update(tz=tz, zone=zone_label(tz))
     return templates.TemplateResponse(request, name, context, status_code=status_code)

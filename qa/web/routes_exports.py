@@ -77,10 +77,12 @@ def create_export(request: Request, since: str = Form(""), until: str = Form("")
                   category: list[str] = Form([]), agents: str = Form(""), teams: str = Form(""),
                   fmt: str = Form("jsonl", alias="format"), include_transcript: str = Form(""), unredacted: str = Form(""),
                   user=Depends(require("export.create")), db: Session = Depends(get_db)):
-    filters = ExportFilters(since=optional_date(since, "from"), until=optional_date(until, "until"),
+    tz = request.app.state.settings.tz
+    filters = ExportFilters(since=optional_date(since, "from", tz), until=optional_date(until, "until", tz),
                             tiers=tuple(tier), categories=tuple(category), agents=tuple(split_list(agents)),
                             teams=tuple(split_list(teams)))
-    options = ExportOptions(format=fmt, include_transcript=include_transcript == "1", redact=unredacted != "1")
+    options = ExportOptions(format=fmt, include_transcript=include_transcript == "1", redact=unredacted != "1",
+                            timezone=request.app.state.settings.timezone)
     filters.validate()
     options.validate()
     now = datetime.now(timezone.utc)

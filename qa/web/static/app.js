@@ -1,4 +1,4 @@
-// Small enhancements of server-rendered pages: local times, live SLA countdowns, and audio
+// Small enhancements of server-rendered pages: live SLA countdowns, and audio
 // seeking from the transcript and the findings. Every page works without it.
 (function () {
   "use strict";
@@ -8,16 +8,6 @@
     if (d) return d + "天" + h + "小时";
     if (h) return h + "小时" + (m % 60) + "分";
     return (m % 60) + "分";
-  }
-
-  function localTimes() {
-    document.querySelectorAll("time[datetime]").forEach(function (el) {
-      var t = new Date(el.getAttribute("datetime"));
-      if (!isNaN(t)) {
-        el.title = el.textContent;
-        el.textContent = t.toLocaleString("zh-CN", {month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit"});
-      }
-    });
   }
 
   function countdowns() {
@@ -79,7 +69,6 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    localTimes();
     countdowns();
     setInterval(countdowns, 30000);
     setupPlayer();
