@@ -68,6 +68,12 @@ class Settings:
     claim_ttl_minutes: float = 30.0
     appeal_window_days: float = 7.0
     contact_hours: str = "08:00-21:00"
+    # keys the hash under which phone numbers given as customer_ref are stored; empty: a
+    # random key in <data_dir>/customer-ref.key
+    customer_ref_key: str = ""
+    # retention: days after a call's start its personal data is kept, per business line, e.g.
+    # "collection=730, wealth=3650, default=1095" ("default": the other lines); empty: none
+    retention_days: str = ""
     # web
     secret_key: str = ""
     # sha256 (hex) of an operator token: QA_OPERATOR_TOKEN set to the token authenticates --as
@@ -119,6 +125,9 @@ class Settings:
         for name in ("tier1_sla_hours", "tier2_sla_hours", "tier3_sla_hours", "claim_ttl_minutes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.customer_ref_key and len(self.customer_ref_key) < 16:
+            raise ValueError("customer_ref_key must have at least 16 characters (or be empty for a key file)")
+        self.retention_policy()
         start, sep, end = self.contact_hours.partition("-")
         if not sep or not all(_is_hhmm(t) for t in (start, end)):
             raise ValueError(f"contact_hours must look like 08:00-21:00, got {self.contact_hours!r}")
@@ -126,6 +135,26 @@ class Settings:
     @property
     def tz(self) -> tzinfo:
         return zone(self.timezone)
+
+    def customer_key(self) -> bytes:
+        """The key phone numbers given as customer_ref are hashed under (created on first use)."""
+        from .ingest.customers import customer_key
+
+        return customer_key(self.customer_ref_key, self.data_dir)
+
+    def retention_policy(self) -> dict[str, int]:
+        """``retention_days`` as business line -> days (``default`` for the lines not named)."""
+        policy: dict[str, int] = {}
+        for part in filter(None, (p.strip() for p in self.retention_days.replace("，", ",").split(","))):
+            line, sep, days = part.partition("=")
+            line, days = line.strip(), days.strip()
+            if not sep or not line or not days.isdigit() or not 1 <= int(days) <= 36500:
+                raise ValueError(f"retention_days must look like 'collection=730, default=1095' (days from 1 to "
+                                 f"36500), got {part!r}")
+            if line in policy:
+                raise ValueError(f"retention_days names {line!r} twice")
+            policy[line] = int(days)
+        return policy
 
     @property
     def database_in_data_dir(self) -> bool:

@@ -64,6 +64,9 @@ class CallMeta:
     direction: str | None = None
     business_line: str | None = None
     channel_layout: str = "stereo-agent-left"
+    # the customer or debtor the call was with: an opaque id, or the keyed hash of a phone
+    # number (qa.ingest.customers); calls sharing it are one customer's contacts
+    customer_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,19 @@ class CallFeatures:
 
 
 @dataclass(frozen=True)
+class PriorContact:
+    """Another call with the same customer, known before this one arrived: what cross-call
+    rules (contact frequency, contact after a do-not-call request, repeat complaints) read."""
+
+    call_id: str
+    started_at: datetime | None
+    direction: str | None = None
+    business_line: str | None = None
+    effective: bool = True  # it connected and someone spoke (transcribed, not no_speech or failed)
+    categories: frozenset[str] = frozenset()  # the categories of its findings under the same rule pack
+
+
+@dataclass(frozen=True)
 class CallTranscript:
     """Everything the analysis stage needs about one call."""
 
@@ -159,3 +175,4 @@ class CallTranscript:
     utterances: tuple[Utterance, ...]
     features: CallFeatures | None = None
     duration_s: float = 0.0
+    history: tuple[PriorContact, ...] = ()  # the customer's earlier-known calls (empty: none, or unknown)

@@ -398,6 +398,7 @@ def sidecar(call: dict, placed: list[Placed], duration_s: float) -> dict:
         "started_at": call["started_at"],
         "direction": call["direction"],
         "business_line": call["business_line"],
+        **({"customer_ref": call["customer_ref"]} if call.get("customer_ref") else {}),
         "duration_s": round(duration_s, 2),
         "turns": [
             {"role": p.role, "text": p.text, "start_s": round(p.start / TTS_SR, 2), "end_s": round(p.end / TTS_SR, 2)}
@@ -451,10 +452,11 @@ def stats(meta: dict) -> dict:
 def write_manifest(out_dir: Path, metas: list[dict]) -> None:
     with open(out_dir / "manifest.csv", "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["call_id", "file", "agent_id", "team", "started_at", "direction", "business_line", "channel_layout"])
+        w.writerow(["call_id", "file", "agent_id", "team", "started_at", "direction", "business_line", "channel_layout",
+                    "customer_ref"])
         for m in metas:
             w.writerow([m["call_id"], f"calls/{m['file']}", m["agent_id"], m["team"], m["started_at"],
-                        m["direction"], m["business_line"], m["channel_layout"]])
+                        m["direction"], m["business_line"], m["channel_layout"], m.get("customer_ref", "")])
 
 
 def write_readme(out_dir: Path, calls: list[dict], metas: list[dict]) -> None:
@@ -487,8 +489,10 @@ through a simulated telephone line: 300–3400 Hz band-pass, 8 kHz, G.711 μ-law
 
 ## Files
 
-* `manifest.csv` — `call_id,file,agent_id,team,started_at,direction,business_line,channel_layout`
-  (`file` relative to this folder).
+* `manifest.csv` — `call_id,file,agent_id,team,started_at,direction,business_line,channel_layout,customer_ref`
+  (`file` relative to this folder; `customer_ref` names the debtor of the collection calls S10
+  and S18, the same one, and of S11, so that the demo shows the rules across one customer's
+  calls: S18 is a call after S10's "别再打了").
 * `calls/<call_id>.wav|.mp3` — the audio.
   * `stereo-agent-left`: agent on the left channel, customer on the right; each channel holds
     only very low noise while that party is silent.

@@ -331,15 +331,28 @@ def analyzed_call(session: Session, call_id: str, findings: list[tuple[str, str,
     return call
 
 
+QUEUE_TEAMS = ("信用卡一组", "信用卡二组", "消费贷组", "财富管理组", "催收一组", "催收二组", "支付组", "账户安全组")
+QUEUE_CATEGORIES = ("greeting.missing", "disclosure.risk_missing", "conduct.insult", "pii.credential_request",
+                    "conduct.threat", "complaint.escalation_threat", "closing.missing", "promise.guaranteed_return")
+
+
 def seed_queue(engine: Engine, n: int, *, tiers: tuple[str, ...] = ("T1", "T2", "T3"), batch: int = 5000,
-               due: Callable[[int], datetime] = lambda i: T0 + timedelta(minutes=i % 997)) -> None:
+               due: Callable[[int], datetime] = lambda i: T0 + timedelta(minutes=i % 997),
+               findings_per_item: int = 0, agents: int = 200) -> None:
     """``n`` open review items (with the calls, analyses and assessments they hang on),
-    inserted in bulk; item ``i`` is due at ``due(i)``."""
+    inserted in bulk; item ``i`` is due at ``due(i)``. Calls spread over ``agents`` agents,
+    the teams of :data:`QUEUE_TEAMS` and thirty days; with ``findings_per_item`` each
+    analysis gets that many rule findings of :data:`QUEUE_CATEGORIES`."""
+    severities = ("fatal", "major", "minor")
+    finding_id = 0
     with engine.begin() as conn:
         for start in range(0, n, batch):
             idx = range(start, min(n, start + batch))
             conn.execute(insert(Call), [dict(id=i + 1, call_id=f"Q{i:07d}", recording_sha256=sha(f"Q{i}"),
                                              file_path="/x", file_size=1, status="routed", extra={},
+                                             agent_id=f"A{i % agents:04d}", team=QUEUE_TEAMS[i % len(QUEUE_TEAMS)],
+                                             started_at=T0 - timedelta(minutes=(i * 7) % (30 * 1440)),
+                                             business_line="collection" if i % 3 == 0 else "credit_card",
                                              channel_layout="stereo-agent-left", roles_inferred=False)
                                         for i in idx])
             conn.execute(insert(Transcript), [dict(id=i + 1, call_id=i + 1, asr_model="base", asr_sha256="a",
@@ -348,6 +361,17 @@ def seed_queue(engine: Engine, n: int, *, tiers: tuple[str, ...] = ("T1", "T2", 
             conn.execute(insert(Analysis), [dict(id=i + 1, call_id=i + 1, transcript_id=i + 1, rule_pack_name="p",
                                                  rule_pack_version="1", rule_pack_sha256="s", classifiers_sha256="",
                                                  is_current=True, scorecard={}) for i in idx])
+            if findings_per_item:
+                rows = []
+                for i in idx:
+                    for k in range(findings_per_item):
+                        finding_id += 1
+                        rows.append(dict(id=finding_id, analysis_id=i + 1, call_id=i + 1, source="rule",
+                                         rule_id=f"rule-{(i + k) % len(QUEUE_CATEGORIES)}",
+                                         category=QUEUE_CATEGORIES[(i * 3 + k) % len(QUEUE_CATEGORIES)],
+                                         severity=severities[(i + k) % 3], role="agent", utterance_idx=[],
+                                         details={}))
+                conn.execute(insert(Finding), rows)
             conn.execute(insert(Assessment), [dict(id=i + 1, call_id=i + 1, analysis_id=i + 1, score=90.0,
                                                    fatal=False, tier=tiers[i % len(tiers)], reasons=[], policy={},
                                                    policy_sha256="p", calibration_sample=False, is_current=True)
@@ -359,9 +383,12 @@ def seed_queue(engine: Engine, n: int, *, tiers: tuple[str, ...] = ("T1", "T2", 
     if engine.dialect.name == "postgresql":
         # Explicit ids leave the sequences behind; later ORM inserts must not collide.
         with engine.begin() as conn:
-            for table in ("calls", "transcripts", "analyses", "assessments", "review_items"):
+            for table in ("calls", "transcripts", "analyses", "assessments", "review_items", "findings"):
                 conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                                     f"(SELECT MAX(id) FROM {table}))")
+                                     f"GREATEST((SELECT MAX(id) FROM {table}), 1))")
+            conn.exec_driver_sql("ANALYZE")
+    else:
+        with engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE")
 
 

@@ -66,7 +66,7 @@ class FakeStages:
     def open_analyzer(self, settings):
         return {"pack": "fake-pack", "version": "1"}
 
-    def analyze(self, session, analyzer, pk):
+    def analyze(self, session, analyzer, pk, *, wait_for_earlier=True):
         call = session.get(Call, pk)
         if "rule-fails" in call.call_id:
             raise RuleError("rule cannot evaluate this call", code="rules.eval")

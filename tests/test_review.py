@@ -43,7 +43,7 @@ def test_queue_lists_in_work_order(session, queue):
     assert [e.tier for e in entries] == ["T1", "T2", "T3"]
     assert [e.call_id for e in entries] == ["C-FATAL", "C-MAJOR", "C-MINOR"]
     assert not any(e.overdue for e in entries)
-    later = review.list_queue(session, now=T0 + timedelta(hours=30), overdue_only=True)
+    later = review.list_queue(session, review.QueueFilters(overdue_only=True), now=T0 + timedelta(hours=30))
     assert [e.tier for e in later] == ["T1", "T2"]
     counts = {c.tier: (c.open, c.claimed, c.overdue) for c in review.queue_counts(session, now=T0 + timedelta(hours=5))}
     assert counts == {"T1": (1, 0, 1), "T2": (1, 0, 0), "T3": (1, 0, 0)}

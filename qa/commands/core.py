@@ -31,7 +31,8 @@ def config_show(app: App) -> None:
     loaded = app.loaded
     values = asdict(loaded.settings)
     values["database_url"] = db.redact_url(loaded.settings.effective_database_url)
-    values["secret_key"] = "***" if loaded.settings.secret_key else ""
+    for secret in ("secret_key", "customer_ref_key"):
+        values[secret] = "***" if getattr(loaded.settings, secret) else ""
     rows = [(name, value, loaded.sources[name]) for name, value in values.items()]
     echo_table(rows, ("setting", "value", "source"))
     click.echo(f"\nconfig file: {loaded.config_file or '(none; defaults and environment only)'}")
@@ -114,7 +115,8 @@ def ingest_cmd(app: App, folder: Path | None, manifest: Path | None, channel_lay
         raise click.UsageError("give either FOLDER or --manifest FILE")
     settings = app.settings
     layout = channel_layout or settings.channel_layout
-    recordings = find_recordings(folder=folder, manifest=manifest, channel_layout=layout, zone=settings.tz)
+    recordings = find_recordings(folder=folder, manifest=manifest, channel_layout=layout, zone=settings.tz,
+                                 customer_key=settings.customer_key)
     options = IngestOptions(default_channel_layout=layout, max_duration_s=settings.max_duration_s)
     with write_session(app.session_factory) as session:
         report = ingest(session, recordings, options, progress=None if quiet else _print_outcome)

@@ -15,6 +15,7 @@ import click
 
 from ..domain import APPEAL_OUTCOMES, DECISIONS, REVIEW_STATUSES, TIERS, VERDICTS
 from ..errors import PermissionDenied
+from ..labels import REASON_LABELS
 from ..permissions import ACTOR_ROLES, Actor
 from .common import EXIT_TAMPERED, App, domain_errors, echo_table, pass_app
 
@@ -122,22 +123,37 @@ def queue_group() -> None:
               type=click.Choice(REVIEW_STATUSES))
 @click.option("--overdue", is_flag=True, help="Only items past their due time.")
 @click.option("--assigned-to", metavar="USER")
-@click.option("--limit", default=50, show_default=True)
+@click.option("--category", metavar="ID", help="Only items with a finding of this category.")
+@click.option("--agent", metavar="ID")
+@click.option("--team")
+@click.option("--day", metavar="DAY", help="Calls started this local day (YYYY-MM-DD, today, yesterday).")
+@click.option("--call", "call_search", metavar="TEXT", help="Call ids containing TEXT.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 200))
 @pass_app
 @domain_errors
 def queue_list(app: App, tier: str | None, statuses: tuple[str, ...], overdue: bool, assigned_to: str | None,
-               limit: int) -> None:
-    """Items in work order (tier, then due time), with per-tier counts."""
-
+               category: str | None, agent: str | None, team: str | None, day: str | None,
+               call_search: str | None, limit: int) -> None:
+    """Items in work order (tier, then due time), with per-tier counts and each item's top
+    findings."""
     from .. import review
+    from ..labels import category_label
+    from .pipeline import day_option
+
+    filters = review.QueueFilters(tier=tier, statuses=statuses, overdue_only=overdue, assigned_to=assigned_to,
+                                  category=category, agent=agent, team=team, day=day_option(app, day),
+                                  call_search=call_search)
     with app.session_factory() as session:
         counts = review.queue_counts(session)
-        entries = review.list_queue(session, tier=tier, statuses=statuses, overdue_only=overdue,
-                                    assigned_to=assigned_to, limit=limit)
+        page = review.queue_page(session, filters, limit=limit, tz=app.settings.tz)
     click.echo("  ".join(f"{c.tier}: {c.open} open, {c.claimed} claimed, {c.overdue} overdue" for c in counts))
-    echo_table([(e.item_id, e.tier, e.reason, e.status, e.call_id, e.agent_id, e.score, app.clock(e.due_at),
-                 "OVERDUE" if e.overdue else "", e.assigned_to, e.claimed_by) for e in entries],
-               ("item", "tier", "reason", "status", "call", "agent", "score", f"due ({app.settings.timezone})", "", "assigned", "claimed by"))
+    echo_table([(e.item_id, e.tier, e.status, e.call_id, e.agent_id, e.team, e.score,
+                 "、".join(category_label(f.category) for f in e.top_findings) or REASON_LABELS.get(e.reason, e.reason),
+                 app.clock(e.due_at), "OVERDUE" if e.overdue else "", e.assigned_to, e.claimed_by) for e in page],
+               ("item", "tier", "status", "call", "agent", "team", "score", "findings",
+                f"due ({app.settings.timezone})", "", "assigned", "claimed by"))
+    if page.next_cursor is not None:
+        click.echo("(more items: raise --limit or narrow the filters)")
 
 
 @queue_group.command("claim")

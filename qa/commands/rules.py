@@ -131,11 +131,13 @@ def test_cmd(app: App, pack_dir: str | None, rule_ids: tuple[str, ...], verbose:
 def explain_cmd(app: App, call_id: str, pack_dir: str | None, show_transcript: bool) -> None:
     """For every rule: fired, passed or not applicable on CALL_ID, and why."""
     from ..rules.explain import explain, render
-    from ..storage.transcripts import transcript_of
+    from ..storage.history import with_customer_history
+    from ..storage.transcripts import call_named, transcript_of
 
     engine = _engine(app, pack_dir)
     with app.session_factory() as session:
-        transcript = transcript_of(session, call_id)
+        transcript, _ = with_customer_history(session, call_named(session, call_id),
+                                              transcript_of(session, call_id), engine)
     for line in render(explain(engine, transcript), show_transcript):
         click.echo(line)
 

@@ -36,10 +36,12 @@ from ..errors import AudioError, ManifestError, StorageError
 from ..storage.models import Call
 from ..timeutil import as_utc
 from . import audio
+from .customers import customer_ref, looks_personal
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("call_id", "file", "agent_id", "team", "started_at", "direction", "business_line", "channel_layout")
+MANIFEST_COLUMNS = ("call_id", "file", "agent_id", "team", "started_at", "direction", "business_line", "channel_layout",
+                    "customer_ref")
 DIRECTIONS = ("inbound", "outbound")
 # The longest value each manifest field may hold (the database columns' sizes).
 MAX_LENGTHS = {"call_id": 128, "agent_id": 64, "team": 128, "business_line": 64}
@@ -200,10 +202,12 @@ def _known_columns(columns: Iterable[str], where: str, path: Path) -> None:
 
 
 def read_manifest(path: str | Path, *, channel_layout: str = "stereo-agent-left",
-                  zone: tzinfo = timezone.utc) -> list[Recording]:
+                  zone: tzinfo = timezone.utc, customer_key: Callable[[], bytes] | None = None) -> list[Recording]:
     """Parse a manifest; file paths are relative to the manifest's folder (absolute ones are
-    taken as they are). Times without an offset are times in ``zone``. Every problem is
-    reported with the manifest's file name and line."""
+    taken as they are). Times without an offset are times in ``zone``. A ``customer_ref`` that
+    is a phone or ID number is kept only as its hash under the key ``customer_key()`` gives
+    (asked for only then: :mod:`qa.ingest.customers`). Every problem is reported with the manifest's file name and
+    line."""
     path = Path(path)
     recordings: list[Recording] = []
     seen: dict[str, int] = {}
@@ -235,18 +239,33 @@ def read_manifest(path: str | Path, *, channel_layout: str = "stereo-agent-left"
             direction=direction,
             business_line=row.get("business_line") or None,
             channel_layout=layout,
+            customer_ref=_customer(row.get("customer_ref"), customer_key, where, path),
         )
         recordings.append(Recording(path=(path.parent / file), meta=meta, source=f"manifest:{path.name}:{lineno}"))
     return recordings
 
 
+def _customer(value: str | None, key: Callable[[], bytes] | None, where: str, path: Path) -> str | None:
+    if not (value or "").strip():
+        return None
+    personal = looks_personal(value)
+    if personal and key is None:
+        raise ManifestError(f"{where}: customer_ref looks like a phone or ID number, and no key was given to "
+                            f"store it hashed", path=str(path))
+    try:
+        return customer_ref(value, key() if personal else b"")
+    except ValueError as e:
+        raise ManifestError(f"{where}: {e}", path=str(path)) from e
+
+
 def find_recordings(*, folder: str | Path | None = None, manifest: str | Path | None = None,
-                    channel_layout: str = "stereo-agent-left", zone: tzinfo = timezone.utc) -> list[Recording]:
+                    channel_layout: str = "stereo-agent-left", zone: tzinfo = timezone.utc,
+                    customer_key: Callable[[], bytes] | None = None) -> list[Recording]:
     """The recordings of a manifest, or of a folder scan."""
     if (folder is None) == (manifest is None):
         raise ValueError("give a folder or a manifest")
     if manifest is not None:
-        return read_manifest(manifest, channel_layout=channel_layout, zone=zone)
+        return read_manifest(manifest, channel_layout=channel_layout, zone=zone, customer_key=customer_key)
     return scan_directory(folder, channel_layout=channel_layout, zone=zone)
 
 
@@ -272,6 +291,9 @@ def ingest_recording(session: Session, rec: Recording, options: IngestOptions) -
                              f"{MAX_LENGTHS['call_id']} characters", "ingest.call_id")
     digest = sha256_file(path)
     same_bytes = session.scalar(select(Call).where(Call.recording_sha256 == digest))
+    if same_bytes is not None and same_bytes.purged_at is not None:
+        return IngestOutcome(call_id, str(path), "duplicate", f"the recording of call {same_bytes.call_id}, erased "
+                             f"{same_bytes.purged_at:%Y-%m-%d} (qa purge): not registered again")
     rejected_before = (same_bytes is not None and same_bytes.status == CallStatus.FAILED
                        and (same_bytes.error_code or "").startswith("audio."))
     if same_bytes is not None and not rejected_before:
@@ -290,6 +312,7 @@ def ingest_recording(session: Session, rec: Recording, options: IngestOptions) -
     call.file_path, call.file_size = str(path.resolve()), path.stat().st_size
     call.agent_id, call.team, call.started_at = meta.agent_id, meta.team, meta.started_at
     call.direction, call.business_line, call.channel_layout = meta.direction, meta.business_line, meta.channel_layout
+    call.customer_ref = meta.customer_ref
     call.extra = {**(call.extra or {}), "source": rec.source}
     try:
         decoded = audio.decode_file(path, max_duration_s=options.max_duration_s)

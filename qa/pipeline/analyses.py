@@ -5,6 +5,11 @@ History is kept: an analysis is unique per (transcript, rule-pack sha256, classi
 so re-running with the same pack and models finds the existing row, while a new pack version
 adds a new analysis and the older ones stop being current. Stored transcripts are re-analysed
 without re-transcribing.
+
+A call with a customer_ref, under a pack with cross-call rules, is given its customer's
+earlier-known calls (:func:`qa.storage.history.customer_history`). While one of those is not
+transcribed yet (it is in the same batch), the call is deferred: it stays ``transcribed`` and
+the pipeline analyses it again once the batch's transcriptions are done.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from sqlalchemy.orm import Session
 from ..domain import CallStatus
 from ..errors import QAError
 from ..rules.stage import Analyzer
+from ..storage.history import with_customer_history
 from ..storage.models import Analysis, Call, ClassifierScore, Finding
 from ..storage.transcripts import current_transcript
 from ..timeutil import utcnow
@@ -28,7 +34,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class AnalyzeResult:
     call_id: str
-    status: str  # analyzed | unchanged | no_speech
+    status: str  # analyzed | unchanged | no_speech | deferred
     analysis_pk: int | None
     findings: int
     score: float | None
@@ -40,8 +46,11 @@ def _make_current(session: Session, call: Call, analysis: Analysis) -> None:
     analysis.is_current = True
 
 
-def analyze_call(session: Session, analyzer: Analyzer, call_pk: int) -> AnalyzeResult:
-    """Analyse one call in the caller's transaction (nothing is committed here). Raises
+def analyze_call(session: Session, analyzer: Analyzer, call_pk: int, *, wait_for_earlier: bool = True
+                 ) -> AnalyzeResult:
+    """Analyse one call in the caller's transaction (nothing is committed here). With
+    ``wait_for_earlier``, a call whose customer has an earlier-known call still untranscribed
+    is left for later (status ``deferred``); without, it is judged on what is known. Raises
     :class:`QAError` when the call cannot be analysed."""
     call = session.get(Call, call_pk)
     if call is None:
@@ -66,6 +75,11 @@ def analyze_call(session: Session, analyzer: Analyzer, call_pk: int) -> AnalyzeR
         n = session.scalar(select(func.count()).select_from(Finding).where(Finding.analysis_id == existing.id))
         return AnalyzeResult(call.call_id, "unchanged", existing.id, n, existing.score)
 
+    call_transcript, history = with_customer_history(session, call, call_transcript, analyzer.engine)
+    if history.pending and wait_for_earlier:
+        log.debug("call %s deferred: the customer's calls %s are not transcribed yet", call.call_id,
+                  ", ".join(history.pending))
+        return AnalyzeResult(call.call_id, "deferred", None, 0, None)
     result, predictions = analyzer.analyze(call_transcript)
     analysis = Analysis(call_id=call.id, transcript_id=transcript.id, rule_pack_name=pack.name,
                         rule_pack_version=pack.version, rule_pack_sha256=pack.sha256,

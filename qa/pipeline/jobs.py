@@ -208,6 +208,8 @@ class ExecContext:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     crash: CrashHook = field(default_factory=CrashHook.from_env)
     analyze_transcribed: bool = True  # analyze each call once its transcript is stored
+    # defer a call while an earlier call of its customer is untranscribed (off in the final pass)
+    wait_for_earlier: bool = True
 
 
 class StageClock:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Sequence
@@ -46,6 +46,7 @@ from ..storage.retry import RetryPolicy
 from ..timeutil import day_span, local_today, utcnow
 from .jobs import ExecContext, Executor, JobOutcome, StageClock, run_call
 from .local import ExecutorOptions, LocalExecutor
+from .serial import SerialExecutor
 from .progress import NullProgress, Progress
 from .runs import StageTiming, current_versions, finish_run, start_run
 from .stages import Artifacts, CallRef, ExportScope, Stages, WhisperStages
@@ -138,8 +139,6 @@ def make_executor(options: PipelineOptions) -> Executor:
 
         return RayExecutor(address=options.address, options=options.workers)
     if options.executor == "serial":
-        from .serial import SerialExecutor
-
         return SerialExecutor(options.workers)
     return LocalExecutor(options.workers)
 
@@ -188,7 +187,7 @@ def _ingest(factory: sessionmaker[Session], settings: Settings, options: Pipelin
             progress: Progress) -> tuple[IngestReport, StageTiming, set[int]]:
     layout = settings.channel_layout
     recordings = find_recordings(folder=options.source, manifest=options.manifest, channel_layout=layout,
-                                 zone=settings.tz)
+                                 zone=settings.tz, customer_key=settings.customer_key)
     clock = StageClock("ingest", progress, len(recordings), 0.0)
     clock.start()
     ingest_options = IngestOptions(default_channel_layout=layout, max_duration_s=settings.max_duration_s)
@@ -246,6 +245,20 @@ def _export(ctx: ExecContext, options: PipelineOptions, scope: ExportScope, figu
     return artifacts, timing
 
 
+def _analyze_deferred(ctx: ExecContext, outcomes: list[JobOutcome]) -> list[JobOutcome]:
+    """Analyse, in arrival order, the calls deferred because an earlier call of their customer
+    was still untranscribed: the batch's transcriptions are done now, and whatever is still
+    untranscribed (not part of this run) is judged as unknown."""
+    deferred = [o.ref for o in outcomes if o.stage == "analyze" and o.ok
+                and getattr(o.value, "status", None) == "deferred"]
+    if not deferred:
+        return outcomes
+    log.info("analysing %d calls that waited for earlier calls of their customers", len(deferred))
+    final = SerialExecutor().run(replace(ctx, wait_for_earlier=False), [], sorted(deferred, key=lambda r: r.pk))
+    waited = {r.pk for r in deferred}
+    return [o for o in outcomes if not (o.stage == "analyze" and o.ref.pk in waited)] + final.outcomes
+
+
 def _still_ours(lock: RunLockHandle) -> None:
     # another run took the lock over (this one froze past the stale limit): it owns the night now
     if lock.lost:
@@ -276,6 +289,7 @@ def _work(factory: sessionmaker[Session], settings: Settings, options: PipelineO
     done = make_executor(options).run(ctx, work.transcribe, work.analyze)
     timings.extend(done.timings)
     outcomes = list(done.outcomes)
+    outcomes = _analyze_deferred(ctx, outcomes)
 
     _still_ours(lock)
     if "score" in options.steps:

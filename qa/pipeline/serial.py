@@ -54,7 +54,9 @@ class SerialExecutor:
             for ref in refs:
                 clocks["analyze"].start()
                 record(run_call(ctx.factory, ref, "analyze",
-                                lambda s, pk=ref.pk: ctx.stages.analyze(s, analyzer, pk), ctx.retry))
+                                lambda s, pk=ref.pk: ctx.stages.analyze(s, analyzer, pk,
+                                                                        wait_for_earlier=ctx.wait_for_earlier),
+                                ctx.retry))
 
         analyze_all(analyze)
         if transcribe:

@@ -85,7 +85,10 @@ class Stages(Protocol):
 
     def open_analyzer(self, settings: Settings) -> Analyzer: ...
 
-    def analyze(self, session: Session, analyzer: Analyzer, call_pk: int) -> AnalyzeResult: ...
+    def analyze(self, session: Session, analyzer: Analyzer, call_pk: int, *,
+                wait_for_earlier: bool = True) -> AnalyzeResult:
+        """Analyse one call; ``wait_for_earlier``: defer it while an earlier call of its
+        customer is not transcribed (:func:`qa.pipeline.analyses.analyze_call`)."""
 
     def score_route(self, session: Session, settings: Settings, call_pk: int) -> bool:
         """Assess and route one call; True when it went into a review queue."""
@@ -127,10 +130,11 @@ class WhisperStages:
 
         return open_analyzer(AnalyzeOptions.from_settings(settings, classifiers=self.classifiers))
 
-    def analyze(self, session: Session, analyzer: Analyzer, call_pk: int) -> AnalyzeResult:
+    def analyze(self, session: Session, analyzer: Analyzer, call_pk: int, *,
+                wait_for_earlier: bool = True) -> AnalyzeResult:
         from .analyses import analyze_call
 
-        return analyze_call(session, analyzer, call_pk)
+        return analyze_call(session, analyzer, call_pk, wait_for_earlier=wait_for_earlier)
 
     def score_route(self, session: Session, settings: Settings, call_pk: int) -> bool:
         return score_route(session, settings, call_pk)

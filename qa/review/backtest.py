@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from ..rules.engine import RuleEngine
 from ..storage.models import Analysis, Call, Finding, ReviewDecision, Transcript
+from ..storage.history import with_customer_history
 from ..storage.transcripts import current_transcript
 
 
@@ -60,7 +61,8 @@ def backtest(session: Session, engine: RuleEngine) -> BacktestReport:
     for call in calls:
         loaded = current_transcript(session, call)
         if loaded is not None:
-            candidate.update((call.call_id, f.rule_id) for f in engine.evaluate(loaded[1]).findings)
+            transcript, _ = with_customer_history(session, call, loaded[1], engine)
+            candidate.update((call.call_id, f.rule_id) for f in engine.evaluate(transcript).findings)
 
     decisions: dict[tuple[str, str], Counter] = defaultdict(Counter)
     for cid, rid, decision in session.execute(

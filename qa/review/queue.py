@@ -1,4 +1,4 @@
-"""Review queues: listing in work order, counts per tier, exclusive claims, assignment.
+"""Review queues: exclusive claims and assignment (reading them: :mod:`.listing`).
 
 Every function takes the caller's write session (:func:`qa.storage.write_session`) and an
 :class:`~qa.permissions.Actor`; the caller commits. Each action writes its audit event in the
@@ -15,9 +15,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Sequence
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session
 
 from .. import audit
@@ -26,7 +25,7 @@ from ..domain import TIERS
 from ..errors import PermissionDenied, ReviewError
 from ..permissions import Actor
 from ..storage import is_sqlite
-from ..storage.models import Assessment, Call, ReviewItem, ReviewStatus
+from ..storage.models import ReviewItem, ReviewStatus
 from ..timeutil import utc_or_now
 from .items import WAITING, state, transition
 from .routing import SYSTEM_ACTOR
@@ -58,72 +57,9 @@ class ReviewPolicy:
         return policy
 
 
-@dataclass(frozen=True)
-class QueueEntry:
-    item_id: int
-    call_id: str
-    agent_id: str | None
-    tier: str
-    reason: str
-    status: str
-    due_at: datetime
-    overdue: bool
-    score: float | None
-    assigned_to: str | None
-    claimed_by: str | None
-    claim_expires_at: datetime | None
-
-
-@dataclass(frozen=True)
-class TierCount:
-    tier: str
-    open: int
-    claimed: int
-    overdue: int
-
-
 def _check_tier(tier: str | None) -> None:
     if tier is not None and tier not in TIERS:
         raise ValueError(f"tier must be one of {', '.join(TIERS)}, got {tier!r}")
-
-
-# --- reading ---------------------------------------------------------------------------------
-
-def list_queue(session: Session, *, tier: str | None = None, statuses: Sequence[str] = WAITING,
-               overdue_only: bool = False, assigned_to: str | None = None, now: datetime | None = None,
-               limit: int = 100, offset: int = 0) -> list[QueueEntry]:
-    """Items in work order: tier, then due time (earliest first)."""
-    now = utc_or_now(now)
-    _check_tier(tier)
-    stmt = (select(ReviewItem, Call.call_id, Call.agent_id, Assessment.score)
-            .join(Call, Call.id == ReviewItem.call_id)
-            .join(Assessment, Assessment.id == ReviewItem.assessment_id)
-            .where(ReviewItem.status.in_(list(statuses)))
-            .order_by(ReviewItem.tier, ReviewItem.due_at, ReviewItem.id).limit(limit).offset(offset))
-    if tier is not None:
-        stmt = stmt.where(ReviewItem.tier == tier)
-    if overdue_only:
-        stmt = stmt.where(ReviewItem.due_at < now)
-    if assigned_to is not None:
-        stmt = stmt.where(ReviewItem.assigned_to == assigned_to)
-    return [QueueEntry(item_id=item.id, call_id=call_id, agent_id=agent_id, tier=item.tier, reason=item.reason,
-                       status=item.status, due_at=item.due_at, overdue=item.status in WAITING and item.due_at < now,
-                       score=score, assigned_to=item.assigned_to, claimed_by=item.claimed_by,
-                       claim_expires_at=item.claim_expires_at)
-            for item, call_id, agent_id, score in session.execute(stmt)]
-
-
-def queue_counts(session: Session, now: datetime | None = None) -> list[TierCount]:
-    """Open, claimed and overdue items per tier."""
-    now = utc_or_now(now)
-    counts = {t: {"open": 0, "claimed": 0, "overdue": 0} for t in TIERS}
-    base = select(ReviewItem.tier, ReviewItem.status, func.count()).where(ReviewItem.status.in_(WAITING))
-    for tier, status, n in session.execute(base.group_by(ReviewItem.tier, ReviewItem.status)):
-        counts.setdefault(tier, {"open": 0, "claimed": 0, "overdue": 0})[status] = n
-    overdue = base.where(ReviewItem.due_at < now).group_by(ReviewItem.tier, ReviewItem.status)
-    for tier, _status, n in session.execute(overdue):
-        counts[tier]["overdue"] += n
-    return [TierCount(t, c["open"], c["claimed"], c["overdue"]) for t, c in sorted(counts.items())]
 
 
 # --- claims ----------------------------------------------------------------------------------

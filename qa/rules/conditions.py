@@ -232,9 +232,12 @@ class Meta:
     outside_hours: bool | None = None
     hours: str | None = None
     timezone: tzinfo | None = None
+    customer: bool | None = None  # the call names its customer (a customer_ref), so other calls can be seen
 
     def evaluate(self, ctx: CallContext) -> Match:
         meta = ctx.transcript.meta
+        if self.customer is not None and bool(meta.customer_ref) != self.customer:
+            return Match(False, (), "meta: the customer is " + ("not known" if self.customer else "known"))
         if self.direction and meta.direction not in self.direction:
             return Match(False, (), f"meta: direction {meta.direction!r} not in {list(self.direction)}")
         if self.business_line and meta.business_line not in self.business_line:

@@ -29,6 +29,7 @@ class Hit:
     start_s: float | None = None
     end_s: float | None = None
     term: str = ""  # the rule term a pinyin hit sounded like (its text is what was said)
+    calls: tuple[str, ...] = ()  # other calls a cross-call hit cites as its evidence
 
 
 @dataclass
@@ -99,6 +100,9 @@ class CallContext:
     _sounds: dict[tuple[str, str], str] = field(init=False, default_factory=dict)
     _bounds: dict[int, frozenset[int]] = field(init=False, default_factory=dict)
     _features: CallFeatures | None = field(init=False, default=None)
+    # categories of the findings this call's own (single-call) rules produced: set by the
+    # engine before it evaluates the rules that look at other calls
+    own_categories: frozenset[str] = field(init=False, default=frozenset())
 
     def __post_init__(self) -> None:
         normalized = [normalize_with_breaks(u.text) for u in self.transcript.utterances]

@@ -21,9 +21,23 @@ class RuleEngine:
         return CallContext(transcript, self.options)
 
     def evaluate(self, transcript: CallTranscript, rules: tuple[Rule, ...] | None = None) -> CallResult:
+        """Every rule (or ``rules``) over one call. Rules that look at the customer's other
+        calls or at this call's own findings run after the others, which they can then see."""
         ctx = self.context(transcript)
-        outcomes = tuple(self._rule(ctx, rule) for rule in (self.pack.rules if rules is None else rules))
+        chosen = self.pack.rules if rules is None else rules
+        done = {rule.id: self._rule(ctx, rule) for rule in chosen if not rule.cross_call}
+        later = [rule for rule in chosen if rule.cross_call]
+        if later:
+            ctx.own_categories = frozenset(o.category for o in done.values() if o.status == FIRED)
+            done.update((rule.id, self._rule(ctx, rule)) for rule in later)
+        outcomes = tuple(done[rule.id] for rule in chosen)
         return CallResult(outcomes, score(self.pack, outcomes))
+
+    def categories(self, transcript: CallTranscript) -> frozenset[str]:
+        """The categories the pack's single-call rules find in a call: what an earlier call of
+        the customer contributes to the cross-call rules when it has no stored analysis yet."""
+        result = self.evaluate(transcript, tuple(r for r in self.pack.rules if not r.cross_call))
+        return frozenset(o.category for o in result.outcomes if o.status == FIRED)
 
     def _rule(self, ctx: CallContext, rule: Rule) -> RuleOutcome:
         when_hits: tuple[Hit, ...] = ()
@@ -58,5 +72,8 @@ class RuleEngine:
             rule_id=rule.id, category=rule.category, severity=rule.severity, role=rule.role,
             utterance_idx=utts, matched_text=matched, evidence=evidence,
             start_s=min(times) if times else None, end_s=max(times) if times else None,
-            details={"title": rule.title, "why": why, "fire_when": rule.fire_when, "kind": rule.kind},
+            details={"title": rule.title, "why": why, "fire_when": rule.fire_when, "kind": rule.kind,
+                     **({"basis": [b.to_json() for b in rule.basis]} if rule.basis else {}),
+                     **({"related_calls": related} if (related := sorted({c for h in hits for c in h.calls}))
+                        else {})},
         )

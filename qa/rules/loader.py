@@ -7,15 +7,16 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from ..domain import SEVERITIES, SPEAKER_ROLES
+from ..domain import SEVERITIES, SPEAKER_ROLES, PriorContact
 from .. import timeutil
 from ..errors import RuleError
 from . import conditions as c
 from .context import ANY_ROLE, HoursWindow
+from .crosscall import Contacts, OwnFinding, PriorFinding
 from .match import shorten
 from .matchers import (
     DEFAULT_NEGATORS,
@@ -27,7 +28,7 @@ from .matchers import (
     Window,
     compile_regex,
 )
-from .schema import ABSENT, EXPECTS, PRESENT, Rule, RulePack, RuleTest, TestTurn
+from .schema import ABSENT, EXPECTS, PRESENT, Basis, Rule, RulePack, RuleTest, TestTurn
 from .scorecard import Scorecard
 from .taxonomy import load_taxonomy
 from .text import HOMOPHONE, LEVELS, is_cjk, normalize
@@ -39,10 +40,13 @@ PACK_FILE = "pack.yaml"
 RULE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,95}$")
 SCOPES = SPEAKER_ROLES + (ANY_ROLE,)
 TEXT_OPS = ("keyword", "pinyin", "regex")
+CROSS_CALL_OPS = ("contacts", "prior_finding", "finding")  # evaluated after the call's own rules
 OPERATORS = ("all", "any", "not") + TEXT_OPS + (
-    "near", "order", "count", "silence", "overlap", "speech_rate", "duration", "meta")
+    "near", "order", "count", "silence", "overlap", "speech_rate", "duration", "meta") + CROSS_CALL_OPS
 RULE_KEYS = ("id", "title", "category", "severity", "role", "fire_when", "when", "condition", "description",
-             "points", "tests")
+             "points", "basis", "tests")
+BASIS_KEYS = ("document", "article", "effective", "url", "note")
+MAX_HISTORY_DAYS = 366
 TURN_ROLES = {"A": "agent", "C": "customer", "agent": "agent", "customer": "customer", "坐席": "agent", "客户": "customer"}
 
 
@@ -51,6 +55,8 @@ class _File:
 
     def __init__(self, path: Path):
         self.path = path
+        self.cross_call = False  # a cross-call operator was parsed
+        self.history_days = 0.0  # how far back those operators look
 
     def fail(self, line: int, message: str) -> RuleError:
         return RuleError(f"{self.path}:{line}: {message}", path=str(self.path))
@@ -270,9 +276,9 @@ class _File:
 
     def _op_meta(self, arg, line, role):
         doc = self.mapping(arg, line, "meta")
-        self.keys(doc, ("direction", "business_line", "outside_hours", "hours", "timezone"), "meta")
+        self.keys(doc, ("direction", "business_line", "outside_hours", "hours", "timezone", "customer"), "meta")
         if not doc:
-            raise self.fail(doc.line, "meta needs at least one of direction, business_line, outside_hours")
+            raise self.fail(doc.line, "meta needs at least one of direction, business_line, outside_hours, customer")
         hours = None
         if "hours" in doc:
             hours = self.text(doc, "hours", "meta")
@@ -291,7 +297,85 @@ class _File:
             except ValueError as e:
                 raise self.fail(doc.line_of("timezone"), f"unknown time zone {name!r} (an IANA name such as "
                                                          f"Asia/Shanghai)") from e
-        return c.Meta(direction, lines, outside, hours, zone)
+        customer = self.flag(doc, "customer") if "customer" in doc else None
+        return c.Meta(direction, lines, outside, hours, zone, customer)
+
+    # --- cross-call conditions ------------------------------------------------------------
+    def _looks_back(self, days: float) -> float:
+        """Note that the rule reads the customer's calls of the last ``days`` days."""
+        self.cross_call = True
+        self.history_days = max(self.history_days, days)
+        return days
+
+    def _days(self, doc: YMap, key: str) -> float:
+        days = self.number(doc, key, minimum=0.01)
+        if days > MAX_HISTORY_DAYS:
+            raise self.fail(doc.line_of(key), f"{key!r} is at most {MAX_HISTORY_DAYS} days, got {days!r}")
+        return self._looks_back(float(days))
+
+    def _kinds(self, doc: YMap) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        direction = self.strings(doc["direction"], doc.line_of("direction"), "direction") if "direction" in doc else ()
+        lines = (self.strings(doc["business_line"], doc.line_of("business_line"), "business_line")
+                 if "business_line" in doc else ())
+        return direction, lines
+
+    def _category(self, doc: YMap, what: str) -> str:
+        category = self.text(doc, "category", what)
+        if category not in load_taxonomy():
+            raise self.fail(doc.line_of("category"), f"unknown category {category!r} in {what}")
+        return category
+
+    def _op_contacts(self, arg, line, role):
+        doc = self.mapping(arg, line, "contacts")
+        self.keys(doc, ("per", "within_days", "max", "direction", "business_line", "effective_only"), "contacts",
+                  ("max",))
+        if ("per" in doc) == ("within_days" in doc):
+            raise self.fail(doc.line, "contacts needs either per: day or within_days: N")
+        if "per" in doc and doc["per"] != "day":
+            raise self.fail(doc.line_of("per"), f"per must be 'day', got {doc['per']!r}")
+        days = self._days(doc, "within_days") if "within_days" in doc else self._looks_back(1.0)
+        direction, lines = self._kinds(doc)
+        return Contacts(max=self.number(doc, "max", minimum=1, integer=True), per_day="per" in doc, days=days,
+                        direction=direction, business_line=lines,
+                        effective_only=self.flag(doc, "effective_only", True))
+
+    def _op_prior_finding(self, arg, line, role):
+        doc = self.mapping(arg, line, "prior_finding")
+        self.keys(doc, ("category", "within_days", "direction", "business_line"), "prior_finding",
+                  ("category", "within_days"))
+        direction, lines = self._kinds(doc)
+        return PriorFinding(self._category(doc, "prior_finding"), self._days(doc, "within_days"),
+                            direction, lines)
+
+    def _op_finding(self, arg, line, role):
+        doc = self.mapping(arg, line, "finding")
+        self.keys(doc, ("category",), "finding", ("category",))
+        self.cross_call = True
+        return OwnFinding(self._category(doc, "finding"))
+
+    # --- regulation citations --------------------------------------------------------------
+    def basis(self, value: Any, line: int) -> tuple[Basis, ...]:
+        items = value if isinstance(value, YList) else None
+        if not items:
+            raise self.fail(line, "basis must be a non-empty list of {document, article, effective}")
+        out = []
+        for item, item_line in zip(items, items.item_lines):
+            doc = self.mapping(item, item_line, "a basis")
+            self.keys(doc, BASIS_KEYS, "a basis", ("document",))
+            effective = None
+            if "effective" in doc:
+                raw = doc["effective"]
+                try:
+                    effective = raw if isinstance(raw, date) else date.fromisoformat(str(raw))
+                except ValueError as e:
+                    raise self.fail(doc.line_of("effective"), f"effective must be a date (YYYY-MM-DD), got {raw!r}") from e
+            url = str(doc.get("url", "")).strip()
+            if url and not url.startswith(("https://", "http://")):
+                raise self.fail(doc.line_of("url"), f"url must start with https://, got {url!r}")
+            out.append(Basis(self.text(doc, "document", "basis"),
+                             self.text(doc, "article", "basis") if "article" in doc else "",
+                             effective, url, str(doc.get("note", "")).strip()))
+        return tuple(out)
 
     # --- tests ---------------------------------------------------------------------------
     def tests(self, value: Any, line: int) -> tuple[RuleTest, ...]:
@@ -301,8 +385,8 @@ class _File:
 
     def _test(self, value: Any, line: int) -> RuleTest:
         doc = self.mapping(value, line, "a test")
-        self.keys(doc, ("name", "expect", "dialogue", "started_at", "direction", "business_line"), "a test",
-                  ("expect", "dialogue"))
+        self.keys(doc, ("name", "expect", "dialogue", "started_at", "direction", "business_line", "customer_ref",
+                        "history"), "a test", ("expect", "dialogue"))
         expect = doc["expect"]
         if expect not in EXPECTS:
             raise self.fail(doc.line_of("expect"), f"expect must be one of {', '.join(EXPECTS)}, got {expect!r}")
@@ -310,15 +394,37 @@ class _File:
         if not isinstance(dialogue, YList) or not dialogue:
             raise self.fail(doc.line_of("dialogue"), "dialogue must be a non-empty list of turns")
         turns = tuple(self._turn(t, tl) for t, tl in zip(dialogue, dialogue.item_lines))
-        started = None
-        if "started_at" in doc:
-            raw = doc["started_at"]
-            try:
-                started = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
-            except ValueError as e:
-                raise self.fail(doc.line_of("started_at"), f"started_at must be an ISO date-time, got {raw!r}") from e
+        started = self._when(doc) if "started_at" in doc else None
+        history = ()
+        if "history" in doc:
+            items = doc["history"]
+            if not isinstance(items, YList):
+                raise self.fail(doc.line_of("history"), "history must be a list of the customer's earlier calls")
+            history = tuple(self._prior(item, il, n) for n, (item, il) in enumerate(zip(items, items.item_lines)))
+        customer = doc.get("customer_ref", "customer-1" if history else None)
         return RuleTest(expect, turns, doc.line, str(doc.get("name", "")), started,
-                        doc.get("direction"), doc.get("business_line"))
+                        doc.get("direction"), doc.get("business_line"),
+                        None if customer is None else str(customer), history)
+
+    def _when(self, doc: YMap) -> datetime:
+        raw = doc["started_at"]
+        try:
+            return raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
+        except ValueError as e:
+            raise self.fail(doc.line_of("started_at"), f"started_at must be an ISO date-time, got {raw!r}") from e
+
+    def _prior(self, value: Any, line: int, n: int) -> PriorContact:
+        doc = self.mapping(value, line, "an earlier call")
+        self.keys(doc, ("call_id", "started_at", "direction", "business_line", "categories", "effective"),
+                  "an earlier call", ("started_at",))
+        categories = (self.strings(doc["categories"], doc.line_of("categories"), "categories")
+                      if "categories" in doc else ())
+        unknown = [k for k in categories if k not in load_taxonomy()]
+        if unknown:
+            raise self.fail(doc.line_of("categories"), f"unknown category {unknown[0]!r}")
+        return PriorContact(call_id=str(doc.get("call_id", f"earlier-{n + 1}")), started_at=self._when(doc),
+                            direction=doc.get("direction"), business_line=doc.get("business_line"),
+                            effective=self.flag(doc, "effective", True), categories=frozenset(categories))
 
     def _turn(self, value: Any, line: int) -> TestTurn:
         if isinstance(value, str):
@@ -380,6 +486,8 @@ def parse_rule(path: Path) -> Rule:
         role=role, fire_when=fire_when, condition=condition, when=when,
         description=str(doc.get("description", "")).strip(), points=f.number(doc, "points"),
         source=str(path), tests=f.tests(doc["tests"], doc.line_of("tests")) if "tests" in doc else (),
+        basis=f.basis(doc["basis"], doc.line_of("basis")) if "basis" in doc else (),
+        cross_call=f.cross_call, history_days=f.history_days,
     )
 
 

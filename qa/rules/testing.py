@@ -46,15 +46,18 @@ def snippet_transcript(test: RuleTest, call_id: str = "test") -> CallTranscript:
         utts.append(Utterance(turn.role, round(start, 3), round(end, 3), turn.text))
         t = max(t, end + TURN_GAP_S)
     meta = CallMeta(call_id=call_id, started_at=test.started_at, direction=test.direction,
-                    business_line=test.business_line)
-    return CallTranscript(meta, tuple(utts), None, round(t, 3))
+                    business_line=test.business_line, customer_ref=test.customer_ref)
+    return CallTranscript(meta, tuple(utts), None, round(t, 3), history=test.history)
 
 
 def run_rule_tests(engine: RuleEngine, rules: tuple[Rule, ...] | None = None) -> list[TestResult]:
     results: list[TestResult] = []
+    own_rules = tuple(r for r in engine.pack.rules if not r.cross_call)
     for rule in engine.pack.rules if rules is None else rules:
+        # a cross-call rule may read the call's own findings: the pack's other rules run too
+        chosen = (*own_rules, rule) if rule.cross_call else (rule,)
         for n, test in enumerate(rule.tests, 1):
-            outcome = engine.evaluate(snippet_transcript(test, f"{rule.id}#{n}"), (rule,)).outcomes[0]
+            outcome = engine.evaluate(snippet_transcript(test, f"{rule.id}#{n}"), chosen).outcomes[-1]
             results.append(TestResult(rule.id, rule.source, test.line, test.name or f"test {n}", test.expect,
                                       outcome.status, outcome.why))
     return results

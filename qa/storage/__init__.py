@@ -29,7 +29,7 @@ from ..errors import StorageError
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-SCHEMA_REVISION = "0002"  # the Alembic head this code expects (a test keeps the two equal)
+SCHEMA_REVISION = "0003"  # the Alembic head this code expects (a test keeps the two equal)
 IN_LIST_CHUNK = 500  # values per ``IN (...)``: SQLite caps the parameters of one statement
 
 T = TypeVar("T")

@@ -76,8 +76,14 @@ class Call(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     extra: Mapped[dict] = mapped_column(default=dict)
+    # the customer or debtor (an opaque id, or a phone number's keyed hash): cross-call rules
+    customer_ref: Mapped[str | None] = mapped_column(String(64))
+    # when the call's personal data was erased (qa purge); the row keeps what statistics need
+    purged_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (Index("ix_calls_customer", "customer_ref", "started_at"),)
 
     channels_rows: Mapped[list[CallChannel]] = relationship(back_populates="call", cascade="all, delete-orphan")
 
@@ -233,7 +239,7 @@ class ReviewItem(Base):
     __tablename__ = "review_items"
     __table_args__ = (
         UniqueConstraint("assessment_id"),
-        Index("ix_review_queue", "status", "tier", "due_at"),
+        Index("ix_review_queue", "status", "tier", "due_at", "id"),  # work order within a status
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -309,6 +315,24 @@ class CalibrationVote(Base):
     item_key: Mapped[str] = mapped_column(String(128))  # "verdict" or "finding:<id>"
     value: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CallTombstone(Base):
+    """What stays of a call whose personal data was erased: which recording it was, when and
+    under which policy it was purged, by whom, and whether the audio file went too."""
+
+    __tablename__ = "call_tombstones"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_pk: Mapped[int] = mapped_column(Integer, unique=True)  # calls.id, without a foreign key: it outlives it
+    call_id: Mapped[str] = mapped_column(String(128))
+    recording_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    business_line: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime | None] = mapped_column()
+    purged_at: Mapped[datetime] = mapped_column(default=utcnow)
+    policy: Mapped[dict] = mapped_column(default=dict)  # why: retention days, --before, an erasure request
+    actor: Mapped[str] = mapped_column(String(64))
+    audio_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class AuditEvent(Base):

@@ -39,17 +39,23 @@ def current_transcript(session: Session, call: Call) -> tuple[Transcript, CallTr
                            r.loudness_db) for r in rows)
     features = stored_features(transcript.features)
     meta = CallMeta(call_id=call.call_id, agent_id=call.agent_id, team=call.team, started_at=call.started_at,
-                    direction=call.direction, business_line=call.business_line, channel_layout=call.channel_layout)
+                    direction=call.direction, business_line=call.business_line, channel_layout=call.channel_layout,
+                    customer_ref=call.customer_ref)
     duration = call.duration_s or (features.duration_s if features else max((u.end_s for u in utts), default=0.0))
     return transcript, CallTranscript(meta, utts, features, duration), [r.idx for r in rows]
 
 
-def transcript_of(session: Session, call_id: str) -> CallTranscript:
-    """The current transcript of the call with external id ``call_id``; NotFound otherwise."""
+def call_named(session: Session, call_id: str) -> Call:
+    """The call with external id ``call_id``; NotFound otherwise."""
     call = session.scalars(select(Call).where(Call.call_id == call_id)).first()
     if call is None:
         raise NotFound(f"no call {call_id!r}")
-    loaded = current_transcript(session, call)
+    return call
+
+
+def transcript_of(session: Session, call_id: str) -> CallTranscript:
+    """The current transcript of the call with external id ``call_id``; NotFound otherwise."""
+    loaded = current_transcript(session, call_named(session, call_id))
     if loaded is None:
         raise NotFound(f"call {call_id!r} has no current transcript")
     return loaded[1]

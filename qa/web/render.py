@@ -12,6 +12,7 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from jinja2 import pass_context
 
+from ..labels import SEVERITY_LABELS, label
 from ..permissions import ROLE_LABELS
 from ..redact import redact
 from ..timeutil import local_text, zone_label
@@ -73,8 +74,9 @@ def _masked(text: str | None) -> str:
     return "" if text is None else redact(text).text
 
 
-templates.env.filters.update(iso=_iso, ts=_ts, countdown=countdown, clock=_clock, pct=_pct, num=_num, masked=_masked)
-templates.env.globals.update(role_labels=ROLE_LABELS)
+templates.env.filters.update(iso=_iso, ts=_ts, countdown=countdown, clock=_clock, pct=_pct, num=_num, masked=_masked,
+                             label=label)
+templates.env.globals.update(role_labels=ROLE_LABELS, sev_names=SEVERITY_LABELS)
 
 
 def render(request: Request, name: str, status_code: int = 200, **context):

@@ -80,7 +80,7 @@ def dashboard(request: Request, user=Depends(require("dashboard.view")), db: Ses
     per_day = {(d, tier): n for d, tier, n in db.execute(
         select(created_day, ReviewItem.tier, func.count()).where(ReviewItem.created_at >= first)
         .group_by(created_day, ReviewItem.tier))}
-    overdue = review.list_queue(db, overdue_only=True, now=now, limit=10)
+    overdue = review.list_queue(db, review.QueueFilters(overdue_only=True), now=now, limit=10)
     return render(request, "dashboard.html", counts=review.queue_counts(db, now), created_today=created_today,
                   closed_today=closed_today, top_categories=top_categories, categories=review.categories(),
                   trend=trend(per_day, days), tiers=TIERS, tier_colors=TIER_COLORS, overdue=overdue, now=now,

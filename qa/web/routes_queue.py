@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import time
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 from .. import review
 from ..domain import TIERS
 from ..permissions import can
+from ..timeutil import parse_day, utcnow
 from .auth import actor_of, get_db, require
 from .render import render
 
@@ -24,17 +26,53 @@ def _tier(value: str | None) -> str | None:
     return value if value in TIERS else None
 
 
+PAGE_SIZE = 50
+CHOICES_TTL_S = 300.0  # the agent and team lists of the filters change with the nightly run
+
+
+def _choices(request: Request, db: Session) -> dict[str, list[str]]:
+    """The filters' agent and team lists, read at most every few minutes: with 100,000 items
+    listing them costs more than the page itself."""
+    cached = getattr(request.app.state, "queue_choices", None)
+    if cached is None or time.monotonic() - cached[0] > CHOICES_TTL_S:
+        cached = (time.monotonic(), review.filter_choices(db))
+        request.app.state.queue_choices = cached
+    return cached[1]
+
+
+def _text(value: str | None, limit: int = 128) -> str | None:
+    value = (value or "").strip()
+    return value[:limit] or None
+
+
 @router.get("/queue")
-def queue_page(request: Request, tier: str | None = None, msg: str | None = None,
+def queue_page(request: Request, tier: str | None = None, category: str | None = None, agent: str | None = None,
+               team: str | None = None, day: str | None = None, call: str | None = None,
+               after: str | None = None, msg: str | None = None,
                user=Depends(require("queue.view")), db: Session = Depends(get_db)):
-    now = datetime.now(timezone.utc)
-    tier = _tier(tier)
-    entries = review.list_queue(db, tier=tier, now=now, limit=200)
-    mine = [e for e in review.list_queue(db, statuses=("claimed",), now=now, limit=200)
-            if e.claimed_by == user.username]
-    return render(request, "queue.html", entries=entries, mine=mine, counts=review.queue_counts(db, now),
-                  tier=tier, tiers=TIERS, now=now, can_claim=can(user.role, "review.work"),
-                  message=QUEUE_MESSAGES.get(msg or ""))
+    """The queue in work order, a page at a time; the filters are plain GET parameters, so a
+    filtered view is a link an inspector can keep or send."""
+    now = utcnow()
+    tz = request.app.state.settings.tz
+    categories = review.categories()
+    # a bad day or page position is a ValueError: the app answers 400 with its message
+    filters = review.QueueFilters(tier=_tier(tier), category=category if category in categories else None,
+                                  agent=_text(agent, 64), team=_text(team), call_search=_text(call),
+                                  day=parse_day(day, tz) if _text(day) else None)
+    cursor = review.QueueCursor.decode(after) if after else None
+    page = review.queue_page(db, filters, after=cursor, limit=PAGE_SIZE, now=now, tz=tz)
+    mine = review.list_queue(db, review.QueueFilters(statuses=("claimed",), claimed_by=user.username), now=now,
+                             limit=50)
+    params = {k: v for k, v in (("tier", filters.tier), ("category", filters.category), ("agent", filters.agent),
+                                ("team", filters.team), ("day", filters.day.isoformat() if filters.day else None),
+                                ("call", filters.call_search)) if v}
+    next_link = (f"/queue?{urlencode({**params, 'after': page.next_cursor.encode()})}"
+                 if page.next_cursor is not None else None)
+    return render(request, "queue.html", entries=page.entries, mine=mine,
+                  counts=review.queue_counts(db, now), filters=filters, params=params, tier=filters.tier,
+                  tiers=TIERS, now=now, can_claim=can(user.role, "review.work"), categories=categories,
+                  choices=_choices(request, db), next_link=next_link, first_link=f"/queue?{urlencode(params)}",
+                  paged=cursor is not None, message=QUEUE_MESSAGES.get(msg or ""))
 
 
 @router.post("/queue/claim-next")

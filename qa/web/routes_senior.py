@@ -23,8 +23,9 @@ router = APIRouter()
 @router.get("/appeals")
 def appeals_page(request: Request, user=Depends(require("appeal.view")),
                  db: Session = Depends(get_db)):
-    pending = [(e, review.find_appeal(db, e.item_id)) for e in review.list_queue(db, statuses=("appealed",))]
-    decided = review.list_queue(db, statuses=("appeal_decided",), limit=50)
+    pending = [(e, review.find_appeal(db, e.item_id))
+               for e in review.list_queue(db, review.QueueFilters(statuses=("appealed",)), limit=200)]
+    decided = review.list_queue(db, review.QueueFilters(statuses=("appeal_decided",)), limit=50)
     return render(request, "appeals.html", pending=pending, decided=decided)
 
 
