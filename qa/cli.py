@@ -10,7 +10,7 @@ from . import __version__
 from .commands.common import App, setup_logging
 
 # Each module in qa/commands/ adds its commands with ``register(group)``.
-COMMAND_MODULES = ("core", "review", "pipeline", "export", "web", "classify", "rules", "asr", "eval")
+COMMAND_MODULES = ("core", "review", "pipeline", "export", "web", "classify", "rules", "asr", "eval", "retention")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -37,6 +37,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "export.create": (AUDITOR, ADMIN),
     "export.unredacted": (AUDITOR, ADMIN),
     "users.manage": (ADMIN,),
+    "data.purge": (ADMIN,),  # erase calls' personal data (qa purge)
 }
 
 

@@ -364,3 +364,21 @@ def test_a_call_nobody_speaks_in_is_no_speech_not_a_review_item(tmp_path, factor
         no_speech = s.scalars(select(Call).where(Call.call_id == "hold-music-no-speech")).one()
         assert s.scalar(select(func.count()).select_from(ReviewItem).where(ReviewItem.call_id == no_speech.id)) == 0
         assert s.scalar(select(func.count()).select_from(Finding).where(Finding.call_id == no_speech.id)) == 0
+
+
+def test_the_demo_guide_says_how_to_log_in(tmp_path):
+    from types import SimpleNamespace
+
+    import click
+
+    from qa.commands.pipeline import _print_demo_guide
+
+    @click.command()
+    def guide():
+        _print_demo_guide(SimpleNamespace(figures=SimpleNamespace(findings_by_category={"conduct.threat": 1})),
+                          tmp_path)
+
+    out = CliRunner().invoke(guide).output
+    assert "qa users add zhangmin --role inspector" in out and "qa serve" in out
+    assert out.index("qa users add") < out.index("qa serve")  # a login before the server
+    assert f"QA_DATABASE_URL=sqlite:///{tmp_path / 'qa.db'}" in out

@@ -19,7 +19,10 @@ from qa import storage as qadb
 from qa.config import Settings
 from qa.review import users
 from qa.storage.models import ReviewItem
+from qa.timeutil import zone
 from qa.web import create_app
+
+SHANGHAI = zone("Asia/Shanghai")
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -210,3 +213,52 @@ def test_forged_form_without_csrf_token_is_rejected(server, new_page):
     assert nav.value.status == 403
     assert "CSRF" in page.inner_text("h1")
     assert item_status(factory, world.t2_item) == before == "open"
+
+
+def test_queue_filters_say_why_and_times_are_the_call_centres(server, new_page):
+    base, world, factory = server
+    page = new_page()
+    log_in(page, base, "liqiang")
+    row = page.locator(f'tr.queue-row[data-item="{world.t2_item}"]')
+    # what the item is about, before opening it: the finding in Chinese with its severity colour
+    badge = row.locator(".top-findings .badge").first
+    assert badge.inner_text() == "承诺放款" and "sev-major" in badge.get_attribute("class")
+    assert "A3002" in row.inner_text() and "消费贷组" in row.inner_text() and "消费贷款" in row.inner_text()
+    # times on the call centre's clock (the timezone setting), named at the foot of the page
+    with factory() as s:
+        due = s.get(ReviewItem, world.t2_item).due_at
+    assert row.locator("time").first.inner_text() == due.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+    assert "Asia/Shanghai, UTC+08:00" in page.inner_text("#clock-zone")
+
+    def shown() -> set[int]:
+        return {int(i) for i in page.locator("tr.queue-row").evaluate_all("rows => rows.map(r => r.dataset.item)")}
+
+    page.select_option("#filter-category", "loan.approval_promise")
+    page.click("#apply-filters")
+    page.wait_for_url("**category=loan.approval_promise**")
+    assert shown() == {world.t2_item}
+    page.select_option("#filter-category", "conduct.insult")
+    page.click("#apply-filters")
+    page.wait_for_url("**category=conduct.insult**")
+    assert shown() == set() and "没有符合筛选条件" in page.inner_text("#queue-table")
+    page.click("#clear-filters")
+    page.wait_for_url(f"{base}/queue")
+
+    page.select_option("#filter-team", "消费贷组")
+    page.fill("#filter-day", "2026-11-06")  # S08 started 11:45 Beijing time that day
+    page.click("#apply-filters")
+    page.wait_for_url("**team=**")
+    assert world.t2_item in shown()
+    page.fill("#filter-day", "2026-11-05")
+    page.click("#apply-filters")
+    page.wait_for_url("**day=2026-11-05**")
+    assert world.t2_item not in shown()
+    page.goto(f"{base}/queue?call=08")
+    assert world.t2_item in shown() and page.input_value("#filter-call") == "08"
+    shot(page, "queue-filters")
+    response = page.goto(f"{base}/queue?after=not-a-position")
+    assert response.status == 400
+
+    page.goto(f"{base}/items/{world.t2_item}")
+    meta = page.inner_text("dl.meta")
+    assert "消费贷款" in meta and "呼出" in meta and "2026-11-06 11:45" in meta

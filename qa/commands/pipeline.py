@@ -201,10 +201,12 @@ def run_cmd(app: App, source, manifest, day, executor, address, n_workers, calls
 @source_options
 @click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default=None,
               help="Log format (default: the global --log-format; auto is JSON lines when not on a terminal).")
+@click.option("--purge", "then_purge", is_flag=True,
+              help="Afterwards, purge the calls past their retention period (the retention_days setting).")
 @pass_app
 @domain_errors
 def nightly_cmd(app: App, source, manifest, day, executor, address, n_workers, calls_per_decode, no_export,
-                log_format) -> None:
+                log_format, then_purge) -> None:
     """The nightly batch job: ingest what is new in --source or --manifest, run every stage
     over unfinished calls, write the day's export and report, and print a summary. Takes the
     database's run lock; a re-run after a crash continues where work stopped.
@@ -218,7 +220,22 @@ def nightly_cmd(app: App, source, manifest, day, executor, address, n_workers, c
     # an unattended job's log should say what it did, not only what went wrong
     if qa_logger.level > logging.INFO:
         qa_logger.setLevel(logging.INFO)
-    _batch(app, "nightly", source, manifest, day, executor, address, n_workers, calls_per_decode, no_export)
+    options = None
+    if then_purge:  # checked before the run: a wrong policy must not surface only at its end
+        from .retention import purge_options
+
+        options = purge_options(app.settings, None, (), False, "")
+    result = run(app, kind="nightly", source=str(source) if source else None,
+                 manifest=str(manifest) if manifest else None, day=day_option(app, day), executor=executor,
+                 address=address, workers=workers_of(n_workers, calls_per_decode), export=not no_export)
+    print_result(result)
+    status = exit_code(result)
+    if options is not None and status != EXIT_FAILED:
+        from ..retention import SYSTEM
+        from .retention import apply_purge
+
+        status = max(status, apply_purge(app, options, SYSTEM))
+    sys.exit(status)
 
 
 def _print_run_detail(app: App, run: RunSummary) -> None:
@@ -331,11 +348,11 @@ def _print_demo_guide(result: PipelineResult, data_dir: Path) -> None:
     click.echo(f"\ndatabase: {data_dir / 'qa.db'}")
     env = f"QA_DATA_DIR={data_dir} QA_DATABASE_URL=sqlite:///{data_dir / 'qa.db'}"
     click.echo(f"past runs: {env} qa runs")
-    root = click.get_current_context().find_root().command
-    if isinstance(root, click.Group) and "serve" in root.commands:
-        click.echo(f"web UI for inspectors: {env} qa serve   (then open the address it prints)")
-    else:
-        click.echo("web UI: not part of this installation yet (qa serve)")
+    click.echo("\nnext steps, for the web UI (质检工作台):")
+    click.echo(f"  1. a login:  {env} qa users add zhangmin --role inspector --name 张敏")
+    click.echo("               (it asks for a password of 10+ characters; roles: inspector, senior, auditor, admin)")
+    click.echo(f"  2. serve it: {env} qa serve")
+    click.echo("  3. open the address it prints and log in as zhangmin: the queue lists the flagged sample calls")
 
 
 def register(group: click.Group) -> None:

@@ -144,8 +144,9 @@ def make_executor(options: PipelineOptions) -> Executor:
 
 
 def _refs(session: Session, where, call_pks: set[int] | None) -> list[CallRef]:
+    # an erased call (qa purge) has nothing left to work on, whatever --force says
     stmt = (select(Call.id, Call.call_id, Call.file_path, Call.channel_layout, Call.duration_s)
-            .where(where).order_by(Call.id))
+            .where(where, Call.purged_at.is_(None)).order_by(Call.id))
     rows = session.execute(stmt).all()
     return [CallRef(pk, cid, path, layout, duration or 0.0) for pk, cid, path, layout, duration in rows
             if call_pks is None or pk in call_pks]

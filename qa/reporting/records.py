@@ -123,7 +123,7 @@ def load_chunk(session: Session, ids: list[int], *, include_transcript: bool, re
     calls = session.execute(
         select(Call.id, Call.call_id, Call.recording_sha256, Call.agent_id, Call.team, Call.started_at,
                Call.duration_s, Call.direction, Call.business_line, Call.status, Call.error_code,
-               Call.error_message).where(Call.id.in_(ids)).order_by(Call.id)).all()
+               Call.error_message, Call.purged_at).where(Call.id.in_(ids)).order_by(Call.id)).all()
     transcripts = _latest_by_call(session.execute(
         select(Transcript.id, Transcript.call_id, Transcript.asr_model, Transcript.asr_sha256)
         .where(Transcript.call_id.in_(ids), Transcript.is_current.is_(True))).all())
@@ -141,7 +141,7 @@ def load_chunk(session: Session, ids: list[int], *, include_transcript: bool, re
     for f in session.execute(
             select(Finding.id, Finding.call_id, Finding.analysis_id, Finding.source, Finding.rule_id, Finding.category,
                    Finding.severity, Finding.role, Finding.start_s, Finding.end_s, Finding.matched_text,
-                   Finding.evidence).where(Finding.call_id.in_(ids)).order_by(Finding.id)):
+                   Finding.evidence, Finding.details).where(Finding.call_id.in_(ids)).order_by(Finding.id)):
         # Findings of superseded analyses belong to history, not to the call's current record.
         if f.analysis_id is None or f.analysis_id in analysis_ids:
             findings[f.call_id].append(f)
@@ -184,7 +184,7 @@ def load_chunk(session: Session, ids: list[int], *, include_transcript: bool, re
             "call_id": c.call_id, "recording_sha256": c.recording_sha256, "agent_id": c.agent_id, "team": c.team,
             "started_at": iso(c.started_at, tz), "duration_s": c.duration_s, "direction": c.direction,
             "business_line": c.business_line, "status": c.status, "error_code": c.error_code,
-            "error_message": redact(c.error_message),
+            "error_message": redact(c.error_message), "purged_at": iso(c.purged_at, tz),
             "asr": {"model": tr.asr_model, "sha256": tr.asr_sha256} if tr else None,
             "rule_pack": ({"name": an.rule_pack_name, "version": an.rule_pack_version, "sha256": an.rule_pack_sha256}
                           if an else None),
@@ -195,6 +195,8 @@ def load_chunk(session: Session, ids: list[int], *, include_transcript: bool, re
             "findings": [{"finding_id": f.id, "rule_id": f.rule_id, "category": f.category, "severity": f.severity,
                           "role": f.role, "start_s": f.start_s, "end_s": f.end_s, "source": f.source,
                           "matched_text": redact(f.matched_text), "evidence": redact(f.evidence),
+                          "basis": (f.details or {}).get("basis", []),
+                          "related_calls": (f.details or {}).get("related_calls", []),
                           "review_decision": decision_of.get(f.id)} for f in findings.get(c.id, [])],
             "classifiers": classifiers.get(c.id, {}),
             "review": _review_doc(item, call_decisions, redact, now, tz) if item else None,

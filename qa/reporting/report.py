@@ -26,6 +26,7 @@ from ..storage.models import (Analysis, Assessment, Call, ClassifierScore, Findi
 from ..storage.days import local_date
 from ..timeutil import as_utc, local_day, local_text, zone, zone_label
 from .charts import BAD, GOOD, LATE, NEUTRAL, WAITING, Chart, cjk_font, heatmap, interval_bars, stacked_bars, value_bars
+from .writers import basis_text
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,8 @@ class ReportData:
     rules: list[RulePrecision]
     miss: MissRate | None
     versions: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
+    # per rule that fired in the period: (rule_id, category, findings, its basis as stored with them)
+    bases: list[tuple[str, str, int, list[dict]]] = field(default_factory=list)
 
     @property
     def calls_failed(self) -> int:
@@ -232,12 +235,19 @@ def collect(session: Session, options: ReportOptions, *, now: datetime | None = 
         precision.setdefault((rule_id, category), {})[decision] = n
     rules = sorted((RulePrecision(r, c, d.get("confirmed", 0), d.get("rejected", 0)) for (r, c), d in precision.items()),
                    key=lambda p: (p.precision, -p.reviewed, p.rule_id))
+    fired = session.execute(
+        select(Finding.rule_id, Finding.category, func.count(), func.max(Finding.id))
+        .where(Finding.call_id.in_(in_window), Finding.source == "rule", current_analysis)
+        .group_by(Finding.rule_id, Finding.category).order_by(func.count().desc(), Finding.rule_id)).all()
+    details = dict(session.execute(select(Finding.id, Finding.details).where(
+        Finding.id.in_([last for *_, last in fired]))).all()) if fired else {}
+    bases = [(rule, category, int(n), (details.get(last) or {}).get("basis", [])) for rule, category, n, last in fired]
 
     return ReportData(
         calls_total=sum(by_status.values()), calls_by_status=by_status,
         failures_by_code=[(c, n) for c, n in failures], days=days,
         daily_processed=[int(n - (f or 0)) for _, n, f in daily], daily_failed=[int(f or 0) for _, _, f in daily],
-        tiers=tiers, sla=[SlaRow(t, *(int(v or 0) for v in rest)) for t, *rest in sla_rows],
+        tiers=tiers, sla=[SlaRow(t, *(int(v or 0) for v in rest)) for t, *rest in sla_rows], bases=bases,
         categories=[(c, n) for c, n in categories],
         agents=[(a, t, n, round(float(m), 1)) for a, t, n, m in agents],
         teams=[(t, n, round(float(m), 1)) for t, n, m in teams], team_daily=team_daily, agent_daily=agent_daily,
@@ -406,6 +416,8 @@ def render_html(options: ReportOptions, data: ReportData, charts: tuple[Chart, .
         miss_text=(f"{100 * miss.rate:.1f}%（95% 区间 {100 * miss.low:.1f}%–{100 * miss.high:.1f}%）"
                    if has_miss else "样本不足"),
         miss_detail=miss_detail, versions=data.versions,
+        basis_rows=[[rule, category_label(category), n, basis_text(basis) or "—"]
+                    for rule, category, n, basis in data.bases],
     )
 
 

@@ -19,10 +19,10 @@ CALL_COLUMNS = ("call_id", "recording_sha256", "agent_id", "team", "started_at",
                 "business_line", "status", "error_code", "asr_model", "asr_sha256", "rule_pack_name",
                 "rule_pack_version", "rule_pack_sha256", "score", "fatal", "tier", "calibration_sample", "findings",
                 "classifiers", "review_status", "review_verdict", "reviewer", "decided_at", "review_due_at",
-                "review_overdue")
+                "review_overdue", "purged_at")
 FINDING_COLUMNS = ("call_id", "agent_id", "team", "started_at", "tier", "finding_id", "rule_id", "category",
                    "severity", "role", "start_s", "end_s", "source", "matched_text", "evidence", "review_decision",
-                   "rule_pack_version")
+                   "rule_pack_version", "basis", "related_calls")
 UTTERANCE_COLUMNS = ("call_id", "idx", "role", "start_s", "end_s", "text")
 
 # Spreadsheet programs run cells that start with these as formulas (CSV/formula injection):
@@ -69,7 +69,15 @@ def call_row(record: dict[str, Any]) -> dict[str, Any]:
         "review_status": review.get("status"), "review_verdict": review.get("verdict"),
         "reviewer": review.get("reviewer"), "decided_at": review.get("decided_at"),
         "review_due_at": review.get("due_at"), "review_overdue": review.get("overdue"),
+        "purged_at": record.get("purged_at"),
     }
+
+
+def basis_text(basis: list[dict]) -> str | None:
+    """A finding's regulation citations in one cell: document article (effective date); ..."""
+    parts = [" ".join(filter(None, (b.get("document"), b.get("article")))) +
+             (f"（{b['effective']}）" if b.get("effective") else "") for b in basis or ()]
+    return "；".join(parts) or None
 
 
 def finding_rows(record: dict[str, Any]):
@@ -77,7 +85,8 @@ def finding_rows(record: dict[str, Any]):
     for f in record["findings"]:
         yield {"call_id": record["call_id"], "agent_id": record["agent_id"], "team": record["team"],
                "started_at": record["started_at"], "tier": record["tier"], **{k: f[k] for k in FINDING_COLUMNS if k in f},
-               "rule_pack_version": pack_version}
+               "rule_pack_version": pack_version, "basis": basis_text(f.get("basis")),
+               "related_calls": " ".join(f.get("related_calls") or ()) or None}
 
 
 def utterance_rows(record: dict[str, Any]):
