@@ -63,6 +63,21 @@ BROKEN = {
                         "'min_s' must be a number >= 0.1"),
     "empty_terms": ("id: x\ntitle: t\ncategory: conduct.insult\ncondition:\n  keyword: []\n", 5,
                     "keyword terms must be a non-empty list"),
+    "basis_not_a_list": ("id: x\ntitle: t\ncategory: conduct.insult\nbasis: PIPL\ncondition:\n  keyword: [a]\n", 4,
+                         "basis must be a non-empty list"),
+    "basis_without_document": ("id: x\ntitle: t\ncategory: conduct.insult\nbasis:\n  - article: 第十条\n"
+                               "condition:\n  keyword: [a]\n", 5, "a basis needs 'document'"),
+    "basis_bad_date": ("id: x\ntitle: t\ncategory: conduct.insult\nbasis:\n  - document: 个人信息保护法\n"
+                       "    effective: 2021-13-01\ncondition:\n  keyword: [a]\n", 6, "'2021-13-01' is not a valid value"),
+    "basis_bad_quoted_date": ("id: x\ntitle: t\ncategory: conduct.insult\nbasis:\n  - document: 个人信息保护法\n"
+                              "    effective: '2021-11'\ncondition:\n  keyword: [a]\n", 6, "effective must be a date"),
+    "basis_typo": ("id: x\ntitle: t\ncategory: conduct.insult\nbasis:\n  - document: 个人信息保护法\n"
+                   "    artcle: 第十条\ncondition:\n  keyword: [a]\n", 6, "unknown key 'artcle' in a basis"),
+    "history_bad_category": ("id: x\ntitle: t\ncategory: customer.do_not_call\ncondition:\n"
+                             "  prior_finding: {category: customer.do_not_call, within_days: 30}\ntests:\n"
+                             "  - expect: fire\n    started_at: '2026-11-20T10:00:00'\n    history:\n"
+                             "      - {started_at: '2026-11-19T10:00:00', categories: [no.such]}\n"
+                             "    dialogue: ['A: 您好']\n", 10, "unknown category 'no.such'"),
 }
 
 
@@ -142,3 +157,13 @@ def test_alias_bombs_and_deep_nesting_are_refused_quickly(tmp_path):
         report = lint_pack(pack)
         assert time.perf_counter() - started < 5
         assert any("r.yaml" in e and message in e for e in report.errors), report.errors
+
+
+def test_a_basis_is_loaded_with_its_rule(tmp_path):
+    rule = GOOD.replace("condition:", "basis:\n  - document: 关于规范金融机构资产管理业务的指导意见\n    article: 第十九条\n"
+                                      "    effective: 2018-04-27\ncondition:")
+    pack = load_pack(write_pack(tmp_path / "pack", {"good.yaml": rule}))
+    (basis,) = pack.rule("good").basis
+    assert (basis.document, basis.article, basis.effective.isoformat()) == ("关于规范金融机构资产管理业务的指导意见",
+                                                                          "第十九条", "2018-04-27")
+    assert str(basis) == "关于规范金融机构资产管理业务的指导意见 第十九条（2018-04-27 起施行）"

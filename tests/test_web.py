@@ -453,6 +453,10 @@ def test_dashboard_counts_categories_and_trend(app, world):
     assert re.search(r'id="closed-today">1<', page)
     assert "promise.guaranteed_return" in page and "<svg" in page and page.count("<rect") == 2
     assert "S08" in page  # overdue list
+    # "today" is the call centre's day, named with its zone (not the UTC day)
+    from qa.timeutil import local_today, zone
+
+    assert f"今日（{local_today(zone('Asia/Shanghai')).isoformat()}，Asia/Shanghai, UTC+08:00）" in page
 
 
 # --- exports ---------------------------------------------------------------------------------

@@ -77,7 +77,10 @@ def _convert(loader: yaml.SafeLoader, node: yaml.Node, budget: _Budget, depth: i
         items.line = line
         items.item_lines = [item.start_mark.line + 1 for item in node.value]
         return items
-    return loader.construct_object(node)
+    try:
+        return loader.construct_object(node)
+    except (ValueError, OverflowError) as e:  # a scalar YAML reads as a date or number that is none (2021-13-01)
+        raise RuleError(f"{path}:{line}: {node.value!r} is not a valid value: {e}", path=path) from e
 
 
 def load_yaml(path: Path) -> Any:
