@@ -44,6 +44,10 @@ class Settings:
     asr_model: str = "base"
     asr_device: str = "auto"
     asr_batch_size: int = 16
+    asr_beam_size: int = 1  # beam search width at temperature 0; 1: greedy (BENCHMARKS.md)
+    # hotword biasing in the decoder (space-separated words), beside or instead of asr_prompt
+    asr_hotwords: str = ""
+    asr_hotword_bonus: float = 1.5
     # hotwords separated by spaces: a sentence-like prompt with ，/。 made base write stray digits
     # where commas belong (CER on the samples 21.2 % with it, 17.3 % with this; BENCHMARKS.md)
     asr_prompt: str = "客服 工号 录音 理财 保本保息 年化利率 风险 投资须谨慎 征信 手续费 验证码 投诉"
@@ -101,7 +105,8 @@ class Settings:
         if self.classifier_errors not in ("stop", "fail_calls"):
             raise ValueError(f"classifier_errors must be stop or fail_calls, got {self.classifier_errors!r}")
         for name in ("max_duration_s", "tier1_sla_hours", "tier2_sla_hours", "tier3_sla_hours", "claim_ttl_minutes",
-                     "appeal_window_days", "complaint_risk_threshold", "calibration_rate", "asr_pack_s"):
+                     "appeal_window_days", "complaint_risk_threshold", "calibration_rate", "asr_pack_s",
+                     "asr_hotword_bonus"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.max_duration_s <= 0:
@@ -114,6 +119,10 @@ class Settings:
             raise ValueError("secret_key must have at least 16 characters (or be empty for a generated one)")
         if self.asr_batch_size < 1:
             raise ValueError(f"asr_batch_size must be at least 1, got {self.asr_batch_size}")
+        if not 0.0 < self.asr_hotword_bonus <= 10.0:
+            raise ValueError(f"asr_hotword_bonus must be between 0 and 10, got {self.asr_hotword_bonus}")
+        if not 1 <= self.asr_beam_size <= 16:
+            raise ValueError(f"asr_beam_size must be between 1 and 16, got {self.asr_beam_size}")
         if self.asr_pack_s != 0 and not 1.0 <= self.asr_pack_s <= 30.0:
             raise ValueError(f"asr_pack_s must be 0 (off) or between 1 and 30, got {self.asr_pack_s}")
         if not 0.0 <= self.calibration_rate <= 1.0:

@@ -131,6 +131,9 @@ def test_loop_guard_stops_looping_rows():
 
 
 def test_options_validate():
+    for bad in (dict(beam_size=0), dict(beam_size=2, patience=0.0), dict(length_penalty=2.0)):
+        with pytest.raises(ValueError):
+            DecodeOptions(**bad).validate()
     with pytest.raises(ValueError):
         DecodeOptions(min_new_tokens=300).validate()
     with pytest.raises(ValueError):
@@ -171,3 +174,94 @@ def test_cross_kv_dtype_is_checked():
     for fmt in ("fp8", "int8"):
         with pytest.raises(ValueError, match="needs a CUDA device"):
             BatchedDecoder(tiny_model(), DecodeOptions(cross_kv_dtype=fmt))
+
+
+def stock_beam(model, wins, **options):
+    """whisper.decode with beam search, one window at a time: openai-whisper 20250625 fails on a
+    batch of several windows with beam_size > 1 (its audio features are not repeated per beam,
+    openai/whisper#2197), and one window alone is what its beam search was written for."""
+    return [stock(model, [w], **options)[0] for w in wins]
+
+
+@pytest.mark.parametrize("beam_size, batch_size", [(2, 12), (3, 3), (5, 10)])
+def test_beam_search_tokens_equal_stock_decode(beam_size, batch_size):
+    """Groups of beams refill freed slots (batch_size 3 holds one window's beams at a time)
+    and compact at the end; every window's tokens and log-prob equal whisper's beam search."""
+    model, wins = tiny_model(), windows()
+    ref = stock_beam(model, wins, sample_len=24, beam_size=beam_size)
+    got = ours(model, wins, max_new_tokens=24, batch_size=batch_size, encoder_batch=3, beam_size=beam_size)
+    assert_same(ref, got)
+    greedy = stock(model, wins, sample_len=24)
+    if beam_size == 5:  # the search changes the result, or the test would prove nothing
+        assert [g.tokens for g in greedy] != [r.tokens for r in ref]
+
+
+@pytest.mark.parametrize("options", [dict(length_penalty=0.6), dict(patience=2.0), dict(prompt="理财 年化利率 风险")])
+def test_beam_search_options_follow_stock_decode(options):
+    model, wins = tiny_model(), windows(2)[:4]
+    ref = stock_beam(model, wins, sample_len=20, beam_size=3, **options)
+    assert_same(ref, ours(model, wins, max_new_tokens=20, batch_size=6, beam_size=3, **options))
+
+
+def test_beam_search_falls_back_to_sampling():
+    """A window failing the checks is decoded again at the next temperature (sampled, as
+    whisper does without best_of), and its beam result stays among the attempts."""
+    model, wins = tiny_model(), windows()[:3]
+    dec = BatchedDecoder(model, DecodeOptions(temperatures=(0.0, 0.5), loop_min_span=0, max_new_tokens=20,
+                                              batch_size=6, beam_size=3, logprob_threshold=0.0))
+    got = dec.decode(wins)
+    assert len(got) == 3 and all(r.temperature in (0.0, 0.5) for r in got)
+
+
+def test_hotword_trie_follows_and_leaves_words():
+    from qa.asr.biasing import HotwordTrie
+
+    trie = HotwordTrie([[5, 6, 7], [5, 8]], pad_token=0, device=torch.device("cpu"))
+    node = torch.tensor([0, 0, 0])
+    node, left = trie.step(node, torch.tensor([5, 9, 5]))  # two rows begin a word, one does not
+    assert node.tolist()[1] == 0 and node[0] == node[2] != 0 and not left.any()
+    assert sorted(trie.bonus_tokens(node)[0].tolist()) == [6, 8]  # both continuations earn the bonus
+    assert set(trie.bonus_tokens(torch.tensor([0]))[0].tolist()) == {0}  # none at the root
+    node, left = trie.step(node, torch.tensor([6, 9, 8]))
+    assert left.tolist() == [False, False, False]
+    assert node[2] == 0  # 5 8 is a whole word with nothing after it: back to the root
+    node, left = trie.step(node, torch.tensor([9, 9, 9]))
+    assert left.tolist() == [True, False, False]  # row 0 left 5 6 before its 7
+
+
+def test_hotword_bias_finishes_words_the_model_began_and_records_its_own_logprobs():
+    model, wins = tiny_model(), windows()
+    plain = ours(model, wins, max_new_tokens=12, min_new_tokens=12, batch_size=6)
+    first, target = plain[0].tokens[0], 2750  # a token the model did not choose after it
+    assert plain[0].tokens[1] != target
+    from qa.asr.biasing import HotwordTrie
+
+    dec = BatchedDecoder(model, DecodeOptions(temperatures=(0.0,), loop_min_span=0, max_new_tokens=12,
+                                              min_new_tokens=12, batch_size=6, hotwords=("保本",),
+                                              hotword_bonus=9.0))
+    dec._trie = HotwordTrie([[first, target]], pad_token=dec.tokenizer.sot, device=torch.device("cpu"))
+    biased = dec.decode(wins)
+    for p, b in zip(plain, biased):
+        if p.tokens[0] == first:  # the word was begun: the bonus finished it
+            assert b.tokens[:2] == (first, target) and b.avg_logprob < p.avg_logprob  # the model's own log-probs
+        else:  # never begun: untouched (no bonus for starting a word)
+            assert b.tokens == p.tokens and b.avg_logprob == p.avg_logprob
+
+
+def test_hotword_bias_in_beam_search():
+    model, wins = tiny_model(), windows()
+    plain = ours(model, wins, max_new_tokens=12, min_new_tokens=12, batch_size=9, beam_size=3)
+    tiny = ours(model, wins, max_new_tokens=12, min_new_tokens=12, batch_size=9, beam_size=3,
+                hotwords=("保本保息",), hotword_bonus=1e-6)
+    assert [p.tokens for p in plain] == [t.tokens for t in tiny]
+    assert np.allclose([p.avg_logprob for p in plain], [t.avg_logprob for t in tiny], atol=1e-5)
+    from qa.asr.biasing import HotwordTrie
+
+    first, target = plain[0].tokens[0], 2750
+    dec = BatchedDecoder(model, DecodeOptions(temperatures=(0.0,), loop_min_span=0, max_new_tokens=12,
+                                              min_new_tokens=12, batch_size=9, beam_size=3, hotwords=("保本",),
+                                              hotword_bonus=9.0))
+    dec._trie = HotwordTrie([[first, target, target]], pad_token=dec.tokenizer.sot, device=torch.device("cpu"))
+    biased = dec.decode(wins)
+    assert biased[0].tokens[:3] == (first, target, target)  # the whole word, bonus and all
+    assert biased[0].avg_logprob < plain[0].avg_logprob  # reported: the model's own log-probs

@@ -41,6 +41,8 @@ from whisper.audio import N_SAMPLES as WINDOW_SAMPLES
 
 from ..domain import SAMPLE_RATE
 from ..errors import TranscriptionError
+from .beam import BeamOptions, Group, advance, best_sequence
+from .biasing import BiasOptions, HotwordTrie
 from .precision import OutputProjection, cross_attention_bf16, lower_precision
 
 log = logging.getLogger(__name__)
@@ -71,8 +73,21 @@ class DecodeOptions:
     # "model": matrix products in the loaded model's dtype; "bfloat16": the Linear layers of a
     # float32 CPU model in bfloat16 (qa.asr.precision), for CPUs with native bfloat16
     compute_type: str = "model"
+    # hotword biasing (qa.asr.biasing): a bonus per token of a listed word followed
+    hotwords: tuple[str, ...] = ()
+    hotword_bonus: float = 1.5
+    # beam search at temperature 0 (1: greedy); the fallback temperatures still sample
+    beam_size: int = 1
+    patience: float = 1.0
+    length_penalty: float | None = None
+
+    @property
+    def beam(self) -> BeamOptions:
+        return BeamOptions(self.beam_size, self.patience, self.length_penalty)
 
     def validate(self) -> None:
+        self.beam.validate()
+        BiasOptions(self.hotwords, self.hotword_bonus).validate()
         if self.batch_size < 1 or self.encoder_batch < 1 or self.sync_every < 1:
             raise ValueError("batch_size, encoder_batch and sync_every must be at least 1")
         if self.max_new_tokens < 1 or not 0 <= self.min_new_tokens <= self.max_new_tokens:
@@ -156,6 +171,9 @@ class _State:
     sum_lp: torch.Tensor  # [B] float32
     no_speech: torch.Tensor  # [B] float32
     out: torch.Tensor  # [B, max_new] generated tokens
+    bias_node: torch.Tensor  # [B] hotword trie node of each slot (0: outside any hotword)
+    bias_earned: torch.Tensor  # [B] bonus earned in the current hotword (withdrawn if left; beam search)
+    true_lp: torch.Tensor  # [B] the model's own sum of log-probs (sum_lp adds bonuses in beam search)
     graph: object | None = None
     items: list[int] = field(default_factory=list)  # window index per slot, -1 when free
     cross_k_scale: list[torch.Tensor] = field(default_factory=list)  # per layer [B, H, d], 8-bit only
@@ -216,6 +234,8 @@ class BatchedDecoder:
         self._cross_bf16 = options.compute_type == "bfloat16" and not self._kv8
         if self._kv8:
             self._attention8 = _load_kv8(self._kv8, self.device, self._head_dim)
+        # a suppressed token pads the trie's tables: its logit is -inf, a bonus cannot lift it
+        self._trie = (HotwordTrie.compile(tok, options.hotwords, tok.sot, dev) if options.hotwords else None)
 
     # ---------------------------------------------------------------- public API
 
@@ -265,6 +285,8 @@ class BatchedDecoder:
     @torch.inference_mode()
     def _run(self, windows, indices: list[int], temperature: float) -> dict[int, WindowResult]:
         opts = self.options
+        if temperature == 0.0 and opts.beam_size > 1:
+            return self._run_beam(windows, indices)
         pending = deque(indices)
         size = min(opts.batch_size, len(indices))
         st = self._alloc(size, graph=self._use_graphs and temperature == 0.0)
@@ -289,6 +311,108 @@ class BatchedDecoder:
                     self._step(st, temperature)
             self._harvest(st, temperature, out)
         return out
+
+    def _run_beam(self, windows, indices: list[int]) -> dict[int, WindowResult]:
+        """Beam search (:mod:`qa.asr.beam`): each window takes ``beam_size`` consecutive slots;
+        the model step runs on the device, the choice of beams on the host after every step
+        (it needs the proposals of every beam of a window). Freed groups are refilled with the
+        next windows, and the batch is compacted to the live groups at the end."""
+        beam = self.options.beam
+        k = beam.beam_size
+        pending = deque(indices)
+        n_groups = max(1, min(self.options.batch_size // k, len(indices)))
+        st = self._alloc(n_groups * k, graph=False)
+        groups: list[Group | None] = [None] * n_groups
+        out: dict[int, WindowResult] = {}
+        refill_at = max(1, n_groups // 8)
+        while True:
+            free = [g for g, grp in enumerate(groups) if grp is None]
+            if pending and (len(free) >= min(refill_at, len(pending)) or len(free) == len(groups)):
+                take = [pending.popleft() for _ in range(min(len(free), len(pending)))]
+                self._fill(st, [g * k + j for g in free[:len(take)] for j in range(k)],
+                           [windows[i] for i in take], repeat=k)
+                for g, i in zip(free, take):
+                    groups[g] = Group(i, [[] for _ in range(k)])
+                    st.items[g * k:(g + 1) * k] = [i] * k
+            live = [g for g, grp in enumerate(groups) if grp is not None]
+            if not live:
+                break
+            if not pending and len(live) <= len(groups) // 2:
+                st, groups = self._compact_groups(st, groups, k)
+                live = [g for g, grp in enumerate(groups) if grp is not None]
+            logprobs = F.log_softmax(self._filter(st, self._forward(st)), dim=-1)
+            own = None
+            if self._trie is None:
+                top_lp, top_tok = logprobs.topk(k + 1, dim=-1)
+            else:  # shallow fusion: continuing a hotword earns the bonus, leaving one early gives it back
+                adjusted = logprobs - self._trie.leaving_penalty(st.bias_node, st.bias_earned)[:, None]
+                follow = self._trie.bonus_tokens(st.bias_node)
+                adjusted.scatter_(1, follow, logprobs.gather(1, follow) + self.options.hotword_bonus)
+                top_lp, top_tok = adjusted.topk(k + 1, dim=-1)
+                own = (st.true_lp[:, None] + logprobs.gather(1, top_tok)).cpu().numpy()
+            scores = (st.sum_lp[:, None] + top_lp).cpu().numpy()
+            tokens = top_tok.cpu().numpy()
+            n_gen = st.n_gen.cpu().tolist()
+            sources = list(range(st.size))
+            nxt = st.cur.cpu().tolist()
+            sums = st.sum_lp.cpu().tolist()
+            own_sums = st.true_lp.cpu().tolist()
+            ended: list[int] = []
+            for g in live:
+                grp, rows = groups[g], slice(g * k, (g + 1) * k)
+                step = advance(grp, beam, scores[rows], tokens[rows], self.eot, first=n_gen[g * k] == 0,
+                               at_limit=n_gen[g * k] + 1 >= self.max_new, logprobs=None if own is None else own[rows])
+                for j in range(k):
+                    sources[g * k + j] = g * k + step.sources[j]
+                    nxt[g * k + j], sums[g * k + j] = step.tokens[j], step.sums[j]
+                    own_sums[g * k + j] = step.logprobs[j]
+                if step.done:
+                    ended.append(g)
+            self._advance_beams(st, sources, nxt, sums, own_sums)
+            for g in ended:
+                grp = groups[g]
+                best, logprob = best_sequence(grp, beam, sums[g * k:(g + 1) * k], self.eot,
+                                              own_sums[g * k:(g + 1) * k])
+                st.sum_lp[g * k] = logprob  # what _result reports: the model's own log-probs
+                out[grp.item] = self._result(best, st, g * k, 0.0, looped=False)
+                groups[g] = None
+                st.items[g * k:(g + 1) * k] = [-1] * k
+                st.done[g * k:(g + 1) * k] = True
+        return out
+
+    def _advance_beams(self, st: _State, sources: list[int], tokens: list[int], sums: list[float],
+                       own_sums: list[float]) -> None:
+        """Reorder the slots to their source beams (caches, generated tokens and hotword state
+        of the rows whose beam changed) and append each slot's token."""
+        dev = self.device
+        moved = [r for r, s in enumerate(sources) if r != s]
+        if moved:
+            dst = torch.tensor(moved, device=dev)
+            src = torch.tensor([sources[r] for r in moved], device=dev)
+            for t in (*st.self_k, *st.self_v, st.out, st.bias_node, st.bias_earned):
+                t[dst] = t[src]  # the right side is gathered first: no row is overwritten early
+        live = ~st.done
+        rows = torch.arange(st.size, device=dev)
+        nxt = torch.tensor(tokens, device=dev)
+        slot = st.n_gen.clamp(max=self.max_new - 1)
+        st.out[rows, slot] = torch.where(live, nxt, st.out[rows, slot])
+        st.sum_lp.copy_(torch.where(live, torch.tensor(sums, device=dev, dtype=torch.float32), st.sum_lp))
+        st.true_lp.copy_(torch.where(live, torch.tensor(own_sums, device=dev, dtype=torch.float32), st.true_lp))
+        if self._trie is not None:
+            node, _, earning = self._trie.advance(st.bias_node, nxt)
+            earned = torch.where(earning, st.bias_earned + self.options.hotword_bonus, torch.zeros_like(st.bias_earned))
+            st.bias_node.copy_(torch.where(live, node, st.bias_node))
+            st.bias_earned.copy_(torch.where(live, earned, st.bias_earned))
+        st.n_gen += live
+        st.cur.copy_(torch.where(live, nxt, st.cur))
+        st.pos.copy_((st.pos + live).clamp(max=self.cache_len - 1))
+
+    def _compact_groups(self, st: _State, groups: list[Group | None], k: int) -> tuple[_State, list[Group | None]]:
+        live = [g for g, grp in enumerate(groups) if grp is not None]
+        n = 1 << max(0, math.ceil(math.log2(len(live))))
+        keep = [g * k + j for g in live + [live[0]] * (n - len(live)) for j in range(k)]
+        new = self._gather(st, keep, n_live=len(live) * k)
+        return new, [groups[g] for g in live] + [None] * (n - len(live))
 
     def _harvest(self, st: _State, temperature: float, out: dict[int, WindowResult]) -> None:
         """The one host synchronisation per ``sync_every`` steps: collect finished rows and stop
@@ -358,6 +482,9 @@ class BatchedDecoder:
             sum_lp=torch.zeros(size, device=dev, dtype=torch.float32),
             no_speech=torch.zeros(size, device=dev, dtype=torch.float32),
             out=torch.full((size, self.max_new), self.eot, device=dev, dtype=torch.long),
+            bias_node=torch.zeros(size, device=dev, dtype=torch.long),
+            bias_earned=torch.zeros(size, device=dev, dtype=torch.float32),
+            true_lp=torch.zeros(size, device=dev, dtype=torch.float32),
             items=[-1] * size,
         )
         if graph:
@@ -389,7 +516,15 @@ class BatchedDecoder:
     def _compact(self, st: _State, *, graph: bool) -> _State:
         live = [s for s, i in enumerate(st.items) if i >= 0]
         size = 1 << max(0, math.ceil(math.log2(len(live))))
-        keep = torch.tensor(live + [live[0]] * (size - len(live)), device=self.device)
+        new = self._gather(st, live + [live[0]] * (size - len(live)), n_live=len(live))
+        if graph:
+            new.graph = self._try_capture(new, live=True)
+        return new
+
+    def _gather(self, st: _State, rows: list[int], *, n_live: int) -> _State:
+        """A new state of the slots ``rows`` of ``st``; rows past ``n_live`` are padding."""
+        keep = torch.tensor(rows, device=self.device)
+        size = len(rows)
 
         def pick(ts: list[torch.Tensor]) -> list[torch.Tensor]:
             return [t.index_select(0, keep) for t in ts]
@@ -406,20 +541,21 @@ class BatchedDecoder:
             sum_lp=st.sum_lp.index_select(0, keep),
             no_speech=st.no_speech.index_select(0, keep),
             out=st.out.index_select(0, keep),
-            items=[st.items[s] for s in live] + [-1] * (size - len(live)),
+            bias_node=st.bias_node.index_select(0, keep),
+            bias_earned=st.bias_earned.index_select(0, keep),
+            true_lp=st.true_lp.index_select(0, keep),
+            items=[st.items[s] for s in rows[:n_live]] + [-1] * (size - n_live),
             cross_k_scale=pick(st.cross_k_scale),
             cross_v_scale=pick(st.cross_v_scale),
         )
-        new.done[len(live) :] = True  # padding rows duplicate a live row; keep them inert
+        new.done[n_live:] = True  # padding rows duplicate a live row; keep them inert
         del st
-        if graph:
-            new.graph = self._try_capture(new, live=True)
         return new
 
     def _capture_live(self, st: _State):
         """Capture a step on a state that holds live rows: save and restore what the warm-up
         steps change so no row is advanced by the capture."""
-        tensors = (st.cur, st.pos, st.n_gen, st.done, st.sum_lp, st.out)
+        tensors = (st.cur, st.pos, st.n_gen, st.done, st.sum_lp, st.out, st.bias_node)
         saved = [t.clone() for t in tensors]
         try:
             return self._capture(st)
@@ -434,18 +570,21 @@ class BatchedDecoder:
         mel = log_mel_batch(audio, self.dims.n_mels)
         return self.model.encoder(mel.to(self.dtype))
 
-    def _fill(self, st: _State, slots: list[int], windows: list) -> None:
+    def _fill(self, st: _State, slots: list[int], windows: list, repeat: int = 1) -> None:
         """Put new windows into free slots: encoder, cross-attention K/V once, and the prompt
-        prefill of all but its last token (the next step feeds that one)."""
+        prefill of all but its last token (the next step feeds that one). With ``repeat``,
+        each window fills that many consecutive slots (its beams), encoded once."""
         step = self.options.encoder_batch
-        for start in range(0, len(slots), step):
-            self._fill_chunk(st, slots[start : start + step], windows[start : start + step])
+        for start in range(0, len(windows), step):
+            self._fill_chunk(st, slots[start * repeat:(start + step) * repeat], windows[start:start + step], repeat)
 
-    def _fill_chunk(self, st: _State, slots: list[int], windows: list) -> None:
+    def _fill_chunk(self, st: _State, slots: list[int], windows: list, repeat: int = 1) -> None:
         dec = self.model.decoder
         R, H, hd = len(slots), self._heads, self._head_dim
         rows = torch.tensor(slots, device=self.device)
         audio_features = self._encode(windows)
+        if repeat > 1:
+            audio_features = audio_features.repeat_interleave(repeat, dim=0)
         P = self.n_prompt - 1
         x = dec.token_embedding(self._prompt[:P]) + dec.positional_embedding[:P]
         x = x.to(self.dtype).unsqueeze(0).expand(R, P, -1)
@@ -482,10 +621,19 @@ class BatchedDecoder:
         st.n_gen[rows] = 0
         st.sum_lp[rows] = 0.0
         st.out[rows] = self.eot
+        st.bias_node[rows] = 0
+        st.bias_earned[rows] = 0.0
+        st.true_lp[rows] = 0.0
         st.done[rows] = False
 
     def _step(self, st: _State, temperature: float) -> None:
         """Advance every slot by one token, entirely on the device."""
+        rows = torch.arange(st.size, device=self.device)
+        self._select(st, self._forward(st), temperature, rows)
+
+    def _forward(self, st: _State) -> torch.Tensor:
+        """The next-token logits of every slot ([B, vocab], float32); fills the self-attention
+        caches at each slot's position."""
         dec = self.model.decoder
         B, H, hd = st.size, self._heads, self._head_dim
         rows = torch.arange(B, device=self.device)
@@ -513,10 +661,11 @@ class BatchedDecoder:
                     a = F.scaled_dot_product_attention(q, st.cross_k[i], st.cross_v[i])
                 x = x + block.cross_attn.out(a.transpose(1, 2).reshape(B, 1, -1))
             x = x + block.mlp(block.mlp_ln(x))
-        logits = self._logits(dec.ln(x[:, 0])).float()
-        self._select(st, logits, temperature, rows)
+        return self._logits(dec.ln(x[:, 0])).float()
 
-    def _select(self, st: _State, logits: torch.Tensor, temperature: float, rows: torch.Tensor) -> None:
+    def _filter(self, st: _State, logits: torch.Tensor) -> torch.Tensor:
+        """whisper's logit filters, in place: suppressed tokens, blank and end-of-text at the
+        first step, end-of-text before ``min_new_tokens``."""
         neg_inf = self._neg_inf
         logits.index_fill_(1, self._suppress, -math.inf)
         first = (st.n_gen == 0)[:, None]
@@ -524,14 +673,26 @@ class BatchedDecoder:
         if self.options.min_new_tokens:
             early = st.n_gen < self.options.min_new_tokens
             logits[:, self.eot] = torch.where(early, neg_inf, logits[:, self.eot])
+        return logits
+
+    def _select(self, st: _State, logits: torch.Tensor, temperature: float, rows: torch.Tensor) -> None:
+        logits = self._filter(st, logits)
+        choice = logits
+        if self._trie is not None:  # the bonus steers the choice; the recorded log-probs stay the model's
+            bonus = torch.zeros_like(logits).scatter_(1, self._trie.bonus_tokens(st.bias_node),
+                                                      self.options.hotword_bonus)
+            choice = logits + bonus
         if temperature == 0.0:
-            nxt = logits.argmax(dim=-1)
+            nxt = choice.argmax(dim=-1)
         else:
             # Gumbel-max draws from softmax(logits / T) without leaving the device
             u = torch.rand(logits.shape, device=logits.device, generator=self._generator).clamp_(1e-20, 1.0)
-            nxt = (logits / temperature - torch.log(-torch.log(u))).argmax(dim=-1)
+            nxt = (choice / temperature - torch.log(-torch.log(u))).argmax(dim=-1)
         logprobs = F.log_softmax(logits, dim=-1)
         live = ~st.done
+        if self._trie is not None:
+            node, _ = self._trie.step(st.bias_node, nxt)
+            st.bias_node.copy_(torch.where(live, node, st.bias_node))
         st.sum_lp += logprobs.gather(1, nxt[:, None])[:, 0] * live
         nxt = torch.where(live, nxt, self._eot)
         slot = st.n_gen.clamp(max=self.max_new - 1)

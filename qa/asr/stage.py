@@ -79,7 +79,8 @@ class AsrOptions:
     @classmethod
     def from_settings(cls, settings: Settings) -> AsrOptions:
         decode = DecodeOptions(language="zh", prompt=settings.asr_prompt, batch_size=settings.asr_batch_size,
-                               compute_type=compute_type(settings))
+                               compute_type=compute_type(settings), beam_size=settings.asr_beam_size,
+                               hotwords=tuple(settings.asr_hotwords.split()), hotword_bonus=settings.asr_hotword_bonus)
         return cls(decode=decode,
                    pack=PackOptions(max_window_s=settings.asr_pack_s), roles=RolesFromModel(settings.models_dir))
 
@@ -92,6 +93,10 @@ class AsrOptions:
             "loop_min_span": d.loop_min_span, "compute_type": d.compute_type, "vad": self.vad.as_dict(), "guard": asdict(self.guard),
             "features": asdict(self.features), "pack": self.pack.as_dict(), "text": TEXT_VERSION,
             "roles": role_provenance(self.roles),
+            # only when searched: greedy transcripts keep the options (and sha256) they had
+            **({"beam": {"size": d.beam_size, "patience": d.patience, "length_penalty": d.length_penalty}}
+               if d.beam_size > 1 else {}),
+            **({"hotwords": list(d.hotwords), "hotword_bonus": d.hotword_bonus} if d.hotwords else {}),
         }
 
     @property

@@ -98,28 +98,47 @@ class Near:
 @dataclass(frozen=True)
 class Order:
     """Steps in this order. ``first`` compares each step's first hit (A before any B, e.g.
-    verification before the first account detail); otherwise some A precedes some B."""
+    verification before the first account detail); otherwise some A precedes some B, and
+    with ``within_turns`` each step's hit comes at most that many turns after the previous
+    one's (a denial of being the debtor, then debt details within 3 turns)."""
 
     steps: tuple[Condition, ...]
     first: bool = False
+    within_turns: int | None = None
 
     def evaluate(self, ctx: CallContext) -> Match:
-        chain: list[Hit] = []
-        after = -1
+        found: list[list[Hit]] = []
         for n, step in enumerate(self.steps, 1):
             out = step.evaluate(ctx)
             if not out.matched:
                 return Match(False, (), f"order: step {n} absent ({out.why})")
             text_hits = sorted((h for h in out.hits if h.utt is not None), key=ctx.global_pos)
-            if self.first:
-                candidates = text_hits[:1]
-            else:
-                candidates = [h for h in text_hits if ctx.global_pos(h) > after][:1]
-            if not candidates or ctx.global_pos(candidates[0]) <= after:
-                return Match(False, (), f"order: step {n} does not come after step {n - 1} ({out.why})")
-            chain.append(candidates[0])
-            after = ctx.global_pos(candidates[0])
+            if not text_hits:
+                return Match(False, (), f"order: step {n} has no place in the transcript ({out.why})")
+            found.append(text_hits[:1] if self.first else text_hits)
+        chain = self._chain(ctx, found, 0, None)
+        if chain is None:
+            limit = f" within {self.within_turns} turns" if self.within_turns is not None else ""
+            return Match(False, (), f"order: the steps are found but not in this order{limit}")
         return Match(True, tuple(chain), f"order: {describe_hits(chain)}")
+
+    def _chain(self, ctx: CallContext, found: list[list[Hit]], n: int, prev: Hit | None) -> list[Hit] | None:
+        """The first run of hits, one per step, in order (and close enough): a search, since
+        the earliest hit of a step is not always the one the next step follows closely."""
+        if n == len(found):
+            return []
+        for hit in found[n]:
+            if prev is not None:
+                if ctx.global_pos(hit) <= ctx.global_pos(prev):
+                    continue
+                if self.within_turns is not None and hit.utt - prev.utt > self.within_turns:
+                    break  # hits are in call order: the later ones are farther still
+            rest = self._chain(ctx, found, n + 1, hit)
+            if rest is not None:
+                return [hit, *rest]
+            if self.first:
+                break
+        return None
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,13 @@ class CallContext:
     # categories of the findings this call's own (single-call) rules produced: set by the
     # engine before it evaluates the rules that look at other calls
     own_categories: frozenset[str] = field(init=False, default=frozenset())
+    # set by the engine while it looks for a required statement on a call whose roles were
+    # inferred (mono recordings): text operators then search both roles' utterances
+    lenient_roles: bool = field(init=False, default=False)
+
+    @property
+    def roles_inferred(self) -> bool:
+        return any(u.role_inferred for u in self.transcript.utterances)
 
     def __post_init__(self) -> None:
         normalized = [normalize_with_breaks(u.text) for u in self.transcript.utterances]

@@ -47,7 +47,12 @@ class RuleEngine:
             if not applies.matched:
                 return RuleOutcome(rule.id, rule.category, rule.severity, NA, f"not applicable: {applies.why}")
             when_hits, when_why = applies.hits, f"applies because {applies.why}; "
-        out = rule.condition.evaluate(ctx)
+        lenient = rule.fire_when == ABSENT and ctx.roles_inferred
+        ctx.lenient_roles = lenient
+        try:
+            out = rule.condition.evaluate(ctx)
+        finally:
+            ctx.lenient_roles = False
         if rule.fire_when == ABSENT:
             if out.matched:
                 return RuleOutcome(rule.id, rule.category, rule.severity, PASSED, f"{when_why}required: {out.why}")

@@ -28,6 +28,7 @@ from .matchers import (
     Window,
     compile_regex,
 )
+from .similar import DEFAULT_THRESHOLD, SimilarOp
 from .schema import ABSENT, EXPECTS, PRESENT, Basis, Rule, RulePack, RuleTest, TestTurn
 from .scorecard import Scorecard
 from .taxonomy import load_taxonomy
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 PACK_FILE = "pack.yaml"
 RULE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,95}$")
 SCOPES = SPEAKER_ROLES + (ANY_ROLE,)
-TEXT_OPS = ("keyword", "pinyin", "regex")
+TEXT_OPS = ("keyword", "pinyin", "regex", "similar")
 CROSS_CALL_OPS = ("contacts", "prior_finding", "finding")  # evaluated after the call's own rules
 OPERATORS = ("all", "any", "not") + TEXT_OPS + (
     "near", "order", "count", "silence", "overlap", "speech_rate", "duration", "meta") + CROSS_CALL_OPS
@@ -199,6 +200,30 @@ class _File:
         return PinyinOp(terms=terms, level=level, max_errors=max_errors, at_least=at_least,
                         label=f"pinyin[{shorten(terms)}~{level}]", **common)
 
+    def _op_similar(self, arg, line, role):
+        doc = self.mapping(arg, line, "similar")
+        self.keys(doc, ("examples", "counter_examples", "threshold", "role", "window", "negation"), "similar",
+                  ("examples",))
+        examples = self.strings(doc["examples"], doc.line_of("examples"), "similar examples")
+        counters = (self.strings(doc["counter_examples"], doc.line_of("counter_examples"), "similar counter_examples")
+                    if "counter_examples" in doc else ())
+        for text in (*examples, *counters):
+            if len(normalize(text)) < 3:
+                raise self.fail(doc.line_of("examples"), f"similar example {text!r} is too short (3+ characters)")
+        threshold = self.number(doc, "threshold", minimum=0.3, default=DEFAULT_THRESHOLD)
+        if threshold > 1.0:
+            raise self.fail(doc.line_of("threshold"), f"threshold is between 0.3 and 1.0, got {threshold}")
+        common = self._text_common(doc, role)
+        op = SimilarOp(examples=examples, counter_examples=counters, threshold=float(threshold),
+                       label=f"similar[{shorten(list(examples))}]", **common)
+        conflicts = op.conflicts()
+        if conflicts:
+            example, counter, score = conflicts[0]
+            raise self.fail(doc.line_of("counter_examples"), f"example {example!r} fires on its own counter-example "
+                                                             f"{counter!r} ({score:.2f} >= {threshold}); reword or raise "
+                                                             f"the threshold")
+        return op
+
     def _op_regex(self, arg, line, role):
         doc = arg if isinstance(arg, YMap) else YMap(pattern=arg)
         if not isinstance(arg, YMap):
@@ -226,11 +251,12 @@ class _File:
         doc = arg if isinstance(arg, YMap) else YMap(steps=arg)
         if not isinstance(arg, YMap):
             doc.line, doc.key_lines = line, {"steps": line}
-        self.keys(doc, ("steps", "first"), "order", ("steps",))
+        self.keys(doc, ("steps", "first", "within_turns"), "order", ("steps",))
         steps = self._children(doc["steps"], doc.line_of("steps"), role, "order steps")
         if len(steps) < 2:
             raise self.fail(doc.line_of("steps"), "order needs at least two steps")
-        return c.Order(steps, first=self.flag(doc, "first"))
+        return c.Order(steps, first=self.flag(doc, "first"),
+                       within_turns=self.number(doc, "within_turns", minimum=1, integer=True))
 
     def _op_count(self, arg, line, role):
         doc = self.mapping(arg, line, "count")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import re2
 
-from .context import CallContext, Hit
+from .context import ANY_ROLE, CallContext, Hit
 from .match import Match, describe_hits
 from .text import sound_table
 
@@ -119,6 +119,12 @@ class TextOp:
     def candidates(self, ctx: CallContext) -> list[Hit]:
         raise NotImplementedError
 
+    def scope(self, ctx: CallContext) -> str:
+        """The role whose utterances are searched: the operator's, or either role while the
+        engine checks a required statement on a call whose roles were inferred (a greeting
+        the role model gave to the customer was still said)."""
+        return ANY_ROLE if ctx.lenient_roles else self.role
+
     @property
     def term_count(self) -> int:
         return 1
@@ -149,7 +155,7 @@ class TextOp:
         hits, dropped = self.find(ctx)
         need = self.term_count if self.at_least == 0 else self.at_least
         found = {h.term or h.text for h in hits}
-        where = f"{self.label} ({self.role}{', ' + self.window.describe() if self.window else ''})"
+        where = f"{self.label} ({self.scope(ctx)}{', ' + self.window.describe() if self.window else ''})"
         notes = ", ".join(f"{n} {k}" for k, n in dropped.items() if n)
         notes = f" [ignored: {notes}]" if notes else ""
         if hits and len(found) >= need:
@@ -159,7 +165,7 @@ class TextOp:
         return Match(False, (), f"{where}: no match{notes}")
 
     def _locate(self, ctx: CallContext, start: int, end: int, text: str, term: str = "") -> Hit:
-        utt, off = ctx.role_text(self.role).locate(start)
+        utt, off = ctx.role_text(self.scope(ctx)).locate(start)
         return Hit(utt, off, off + (end - start), text, term=term)
 
 
@@ -183,7 +189,7 @@ class KeywordOp(TextOp):
         return self.terms
 
     def candidates(self, ctx: CallContext) -> list[Hit]:
-        rt = ctx.role_text(self.role)
+        rt = ctx.role_text(self.scope(ctx))
         return [self._locate(ctx, m.start(), m.end(), m.group()) for m in self.pattern.finditer(rt.text)]
 
 
@@ -232,9 +238,9 @@ class PinyinOp(TextOp):
         return sound_table(self.level).term_classes(term)
 
     def candidates(self, ctx: CallContext) -> list[Hit]:
-        text = ctx.role_text(self.role).text
+        text = ctx.role_text(self.scope(ctx)).text
         hits = []
-        for m in self.compiled.finditer(ctx.sound_text(self.role, self.level)):
+        for m in self.compiled.finditer(ctx.sound_text(self.scope(ctx), self.level)):
             s, e = m.span()
             hits.append(self._locate(ctx, s, e, text[s:e], self._owner(m.group())))
         return hits
@@ -270,6 +276,6 @@ class RegexOp(TextOp):
     compiled: object = field(compare=False, repr=False)
 
     def candidates(self, ctx: CallContext) -> list[Hit]:
-        rt = ctx.role_text(self.role)
+        rt = ctx.role_text(self.scope(ctx))
         return [self._locate(ctx, m.start(), m.end(), m.group()) for m in self.compiled.finditer(rt.text)
                 if m.end() > m.start()]
