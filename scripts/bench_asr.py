@@ -564,6 +564,119 @@ def _record_realspeech(report: dict, key: str, rows: list[dict], texts: list[str
           flush=True)
 
 
+# --------------------------------------------------------------------------- policy
+
+CONTEXTS = ("none", "prompt", "bias", "both")
+
+
+def _hotword_counts(text: str, words: list[str]) -> dict[str, int]:
+    return {w: text.count(w) for w in words}
+
+
+def _context_figures(pairs: list[tuple[str, str]], words: list[str]) -> dict:
+    """Hotword recall (occurrences said and written / said) and insertions (hotword characters
+    written beyond what was said, per hypothesis character) over (reference, hypothesis) pairs
+    in CER form."""
+    said = written = inserted = chars = 0
+    for ref, hyp in pairs:
+        r, h = _hotword_counts(ref, words), _hotword_counts(hyp, words)
+        said += sum(r.values())
+        written += sum(min(r[w], h[w]) for w in words)
+        inserted += sum(max(0, h[w] - r[w]) * len(w) for w in words)
+        chars += len(hyp)
+    return {"hotword_recall": written / said if said else None, "hotwords_said": said,
+            "insertion_rate": inserted / chars if chars else 0.0, "inserted_chars": inserted}
+
+
+def _digit_figures(pairs: list[tuple[str, str]]) -> dict:
+    """Numbers read aloud in the references (qa.asr.numbers) that come out digit-exact."""
+    from collections import Counter
+
+    from qa.asr.numbers import numbers_in
+
+    total = exact = 0
+    missed = []
+    for ref, hyp in pairs:
+        have = Counter(numbers_in(hyp))
+        for n in numbers_in(ref):
+            total += 1
+            if have[n] > 0:
+                have[n] -= 1
+                exact += 1
+            else:
+                missed.append(n)
+    return {"numbers": total, "digit_exact": exact / total if total else None, "missed_numbers": missed}
+
+
+def _decoder_settings(settings, context: str, beam: int):
+    import dataclasses
+
+    words = settings.asr_prompt
+    return dataclasses.replace(settings, asr_prompt=words if context in ("prompt", "both") else "",
+                               asr_hotwords=words if context in ("bias", "both") else "", asr_beam_size=beam)
+
+
+def policy(args) -> dict:
+    """CER, hotword recall, insertions and digit accuracy of every decoding policy (greedy or
+    beam, with the prompt, hotword biasing, both or neither) on the sample calls and, with
+    --realspeech, on real clips (native and through the telephone channel)."""
+    import csv
+    import dataclasses
+
+    from qa.asr.evaluate import Score, cer_form, evaluate_samples, read_samples
+    from qa.asr.stage import load_asr
+    from qa.config import load_settings
+    from qa.ingest.audio import decode_file
+
+    torch.set_num_threads(args.threads)
+    settings = dataclasses.replace(load_settings().settings, asr_device="cpu", asr_threads=args.threads,
+                                   asr_hotword_bonus=args.bonus)
+    words = [cer_form(w) for w in settings.asr_prompt.split()]
+    samples = read_samples(args.samples)[: args.limit or None]
+    clips, rows = [], []
+    if args.realspeech:
+        root = Path(args.realspeech)
+        with open(root / "manifest.tsv", encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+        clips = [np.mean(np.stack(decode_file(root / r["file"]).channels), axis=0).astype(np.float32) for r in rows]
+    report: dict = {"calls": len(samples), "clips": len(rows), "bonus": args.bonus, "results": {}}
+    for beam in args.beams:
+        for context in args.contexts:
+            key = f"beam {beam}, {context}"
+            ours_settings = _decoder_settings(settings, context, beam)
+            asr = load_asr(ours_settings)
+            res = evaluate_samples(ours_settings, samples, asr=asr)
+            pairs = []
+            for sample, call in zip(samples, res.calls):
+                ref = "".join(t[1] for t in sorted(sample.turns, key=lambda t: t[2]))
+                pairs.append((cer_form(ref), cer_form("".join(call.hypothesis.values()))))
+            stereo = _score_ours(res)
+            entry = {"samples": {"x_realtime": res.audio_s / res.wall_s, **stereo, **_context_figures(pairs, words),
+                                 **_digit_figures([(r, h) for r, h in pairs])}}
+            for channel in ("native", "telephone") if clips else ():
+                audio = clips if channel == "native" else [telephone(c) for c in clips]
+                t = time.perf_counter()
+                texts = [r.text for r in asr.decoder.decode(audio)]
+                wall = time.perf_counter() - t
+                score = Score()
+                clip_pairs = []
+                for row, text in zip(rows, texts):
+                    score.add(row["transcript"], text)
+                    clip_pairs.append((cer_form(row["transcript"]), cer_form(text)))
+                entry[channel] = {"cer": score.cer, "wall_s": wall, **_context_figures(clip_pairs, words)}
+            report["results"][key] = entry
+            smp = entry["samples"]
+            line = (f"{key:18} samples CER roles {smp['cer_roles']:.3f} overall {smp['cer_overall']:.3f} "
+                    f"hotwords {smp['hotword_recall'] or 0:.3f} ins {100 * smp['insertion_rate']:.2f}% "
+                    f"digits {smp['digit_exact'] or 0:.3f} ({smp['numbers']}) {smp['x_realtime']:.1f}x")
+            for channel in ("native", "telephone"):
+                if channel in entry:
+                    e = entry[channel]
+                    line += f" | real {channel} CER {e['cer']:.3f} ins {100 * e['insertion_rate']:.2f}%"
+            print(line, flush=True)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -586,6 +699,15 @@ def main() -> None:
     c.add_argument("--skip", nargs="+", default=[], choices=["float32", "unpacked", "stock"],
                    help="leave out ours in float32, ours unpacked or stock whisper (the slow one)")
     c.add_argument("--json")
+    p = sub.add_parser("policy")
+    p.add_argument("--samples", default="audio_samples")
+    p.add_argument("--realspeech", help="folder with manifest.tsv and real clips (evaluation only)")
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--beams", nargs="+", type=int, default=[1, 5])
+    p.add_argument("--contexts", nargs="+", choices=CONTEXTS, default=list(CONTEXTS))
+    p.add_argument("--bonus", type=float, default=1.5)
+    p.add_argument("--json")
     r = sub.add_parser("realspeech")
     r.add_argument("--dir", required=True, help="folder with manifest.tsv and the clips")
     r.add_argument("--threads", type=int, default=2)
@@ -593,7 +715,7 @@ def main() -> None:
     r.add_argument("--skip-ours", action="store_true")
     r.add_argument("--json")
     args = parser.parse_args()
-    report = {"gpu": gpu, "cpu": cpu, "realspeech": realspeech}[args.cmd](args)
+    report = {"gpu": gpu, "cpu": cpu, "realspeech": realspeech, "policy": policy}[args.cmd](args)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
 

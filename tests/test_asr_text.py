@@ -73,3 +73,17 @@ def test_a_short_or_unsure_echo_of_the_prompt_is_dropped():
     assert guard.keep("您好", avg_logprob=-1.13, no_speech_prob=0.43, compression_ratio=1.0, duration_s=0.29,
                       prompt_words=prompt)
     assert is_prompt_echo("录音，工号", prompt) and not is_prompt_echo("理财产品", prompt)
+
+
+@pytest.mark.parametrize("text, numbers", [
+    ("卡号六二二五 八八一二 三四五六", ["622588123456"]),  # read in groups: one number
+    ("6225 8812 3456 7890", ["6225881234567890"]),
+    ("幺三八零零一三八零零零", ["13800138000"]),  # 幺 is the spoken 1
+    ("还款八千六百元，另有二十万", ["8600", "200000"]),  # amounts with units
+    ("利率七点二，或者说 7.2", ["7.2", "7.2"]),
+    ("稍等一下子，十分钟", []),  # number characters inside words are no numbers
+])
+def test_numbers_read_aloud_have_one_canonical_form(text, numbers):
+    from qa.asr.numbers import numbers_in
+
+    assert numbers_in(text) == numbers

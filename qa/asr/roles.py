@@ -22,8 +22,7 @@ from ..domain import AGENT, CUSTOMER
 # (text, start_s, end_s) of each utterance in time order -> one role per utterance
 RoleAssigner = Callable[[Sequence[tuple[str, float, float]]], list[str]]
 
-HEURISTIC_VERSION = "heuristic-v2"  # v2: a piece cut mid-sentence is taken to go on
-SENTENCE_ENDS = ("。", "？", "！", "?", "!", "…", "吗", "呢", "吧", "啊", "呀", "嗯", "好的", "对")
+HEURISTIC_VERSION = "heuristic-v1"
 
 AGENT_CUES: tuple[str, ...] = (
     "您好", "请问", "工号", "为您服务", "很高兴", "本次通话", "录音", "请您", "您的", "帮您",
@@ -45,13 +44,9 @@ class RoleHeuristic:
     long_pause_switch_prob: float = 0.6
     cue_weight: float = 1.2
     first_agent_prob: float = 0.8
-    # VAD cuts a turn where the speaker draws breath: a piece that stops mid-sentence (no 。？！
-    # at its end) and is followed soon by more speech is most likely one speaker going on
-    continuation_gap_s: float = 1.5
-    continuation_switch_prob: float = 0.2
 
     def validate(self) -> None:
-        for name in ("switch_prob", "long_pause_switch_prob", "first_agent_prob", "continuation_switch_prob"):
+        for name in ("switch_prob", "long_pause_switch_prob", "first_agent_prob"):
             value = getattr(self, name)
             if not 0.0 < value < 1.0:
                 raise ValueError(f"{name} must be strictly between 0 and 1, got {value}")
@@ -61,13 +56,6 @@ class RoleHeuristic:
         going on becomes more likely (linear between 0.5 s and ``long_pause_s``)."""
         share = min(1.0, max(0.0, (pause_s - 0.5) / max(1e-6, self.long_pause_s - 0.5)))
         return self.switch_prob + share * (self.long_pause_switch_prob - self.switch_prob)
-
-    def change_probability(self, previous_text: str, pause_s: float) -> float:
-        """The chance the speaker changed between an utterance ending in ``previous_text``
-        and the next one, ``pause_s`` later."""
-        if pause_s < self.continuation_gap_s and not previous_text.rstrip().endswith(SENTENCE_ENDS):
-            return self.continuation_switch_prob
-        return self.switch_probability(pause_s)
 
     def cue_score(self, text: str) -> float:
         """Positive: sounds like the agent; negative: like the customer."""
@@ -101,7 +89,7 @@ def decode_roles(evidence: Sequence[float], utterances: Sequence[tuple[str, floa
     back: list[dict[str, str]] = []
     for i in range(1, len(utterances)):
         pause = utterances[i][1] - utterances[i - 1][2]
-        p_switch = turns.change_probability(utterances[i - 1][0], pause)
+        p_switch = turns.switch_probability(pause)
         step, ptr = {}, {}
         for s in states:
             options = {p: best[p] + math.log(p_switch if p != s else 1 - p_switch) for p in states}

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # scikit-learn loads only when a model does
 log = logging.getLogger(__name__)
 
 ROLE_MODEL = "role"
-SEQUENCE_VERSION = "viterbi-v2"  # bump when decode_roles or the evidence changes
+SEQUENCE_VERSION = "viterbi-v1"  # bump when decode_roles or the evidence changes
 
 
 @dataclass(frozen=True)
