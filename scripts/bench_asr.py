@@ -652,7 +652,7 @@ def policy(args) -> dict:
                 pairs.append((cer_form(ref), cer_form("".join(call.hypothesis.values()))))
             stereo = _score_ours(res)
             entry = {"samples": {"x_realtime": res.audio_s / res.wall_s, **stereo, **_context_figures(pairs, words),
-                                 **_digit_figures([(r, h) for r, h in pairs])}}
+                                 **_digit_figures(pairs), "pairs": pairs}}
             for channel in ("native", "telephone") if clips else ():
                 audio = clips if channel == "native" else [telephone(c) for c in clips]
                 t = time.perf_counter()
@@ -663,7 +663,8 @@ def policy(args) -> dict:
                 for row, text in zip(rows, texts):
                     score.add(row["transcript"], text)
                     clip_pairs.append((cer_form(row["transcript"]), cer_form(text)))
-                entry[channel] = {"cer": score.cer, "wall_s": wall, **_context_figures(clip_pairs, words)}
+                entry[channel] = {"cer": score.cer, "wall_s": wall, **_context_figures(clip_pairs, words),
+                                  "pairs": clip_pairs}
             report["results"][key] = entry
             smp = entry["samples"]
             line = (f"{key:18} samples CER roles {smp['cer_roles']:.3f} overall {smp['cer_overall']:.3f} "

@@ -81,6 +81,8 @@ def test_a_short_or_unsure_echo_of_the_prompt_is_dropped():
     ("幺三八零零一三八零零零", ["13800138000"]),  # 幺 is the spoken 1
     ("还款八千六百元，另有二十万", ["8600", "200000"]),  # amounts with units
     ("利率七点二，或者说 7.2", ["7.2", "7.2"]),
+    ("二十四小时内，或者说 24 小时", ["24", "24"]),
+    ("6225-8812-3456-7890", ["6225881234567890"]),
     ("稍等一下子，十分钟", []),  # number characters inside words are no numbers
 ])
 def test_numbers_read_aloud_have_one_canonical_form(text, numbers):

@@ -16,9 +16,11 @@ UNIT_OF = {"十": 10, "百": 100, "千": 1000}
 BIG_OF = {"万": 10_000, "亿": 100_000_000}
 _CHARS = "0-9" + "".join(DIGIT_OF) + "".join(UNIT_OF) + "".join(BIG_OF) + "点."
 # a number read in groups (6225 8812 …, 六二二五，八八一二) is one number: separators join runs
-_RUN = re.compile(f"[{_CHARS}](?:[{_CHARS}, ，、]*[{_CHARS}])?")
-_SEPARATORS = str.maketrans("", "", ", ，、")
-MIN_LENGTH = 3  # shorter runs (一下, 十分) are mostly words, not numbers
+_RUN = re.compile(f"[{_CHARS}](?:[{_CHARS}, ，、-]*[{_CHARS}])?")
+_SEPARATORS = str.maketrans("", "", ", ，、-")
+# shorter runs of number characters (一下, 十分) are mostly words; written digits (24) are not
+MIN_CHINESE_LENGTH = 3
+MIN_DIGITS = 2
 
 
 def _value(text: str) -> int | None:
@@ -60,10 +62,13 @@ def canonical(run: str) -> str | None:
 
 
 def numbers_in(text: str) -> list[str]:
-    """The numbers of ``text`` (runs of at least :data:`MIN_LENGTH` characters), canonical."""
+    """The numbers of ``text``, canonical: runs of at least :data:`MIN_CHINESE_LENGTH` number
+    characters, or of :data:`MIN_DIGITS` written digits."""
     out = []
     for m in _RUN.finditer(text):
-        if len(m.group().translate(_SEPARATORS)) >= MIN_LENGTH:
+        run = m.group().translate(_SEPARATORS)
+        written = run.replace(".", "").isdigit()
+        if len(run) >= (MIN_DIGITS if written else MIN_CHINESE_LENGTH):
             form = canonical(m.group())
             if form is not None:
                 out.append(form)
