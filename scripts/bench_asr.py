@@ -675,6 +675,8 @@ def policy(args) -> dict:
                     e = entry[channel]
                     line += f" | real {channel} CER {e['cer']:.3f} ins {100 * e['insertion_rate']:.2f}%"
             print(line, flush=True)
+            if args.json:  # after each policy: a long run stopped early keeps what it measured
+                Path(args.json).write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
     return report
 
 

@@ -24,6 +24,9 @@ def test_normalize_text(raw, expected):
 def test_collapse_repeats_keeps_ordinary_doubling():
     assert collapse_repeats("谢谢谢谢") == "谢谢谢谢"  # 4 characters = the unit 谢谢 twice: a normal thanks
     assert collapse_repeats("对对对对对对对对") == "对"
+    assert collapse_repeats("额度100000元，卡号8888888812345678") == "额度100000元，卡号8888888812345678"
+    assert collapse_repeats("二十万零零零零零") == "二十万零零零零零"
+    assert collapse_repeats("0" * 40) == "0"  # a digit loop
 
 
 @pytest.mark.parametrize("text, hallucinated", [

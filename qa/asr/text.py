@@ -47,6 +47,9 @@ _HALF_PUNCT_NEAR_CJK = re.compile(
 )
 _DECIMAL_POINT = re.compile(r"(?<=\d)。(?=\d)")
 _REPEAT = re.compile(r"(.{1,12}?)\1{4,}")  # a unit said 5+ times in a row: a decoding loop
+# numbers repeat digits for real (100000元, 8888 8888): only a run longer than any number is a loop
+_DIGITS = frozenset("0123456789零〇一二三四五六七八九幺")
+DIGIT_LOOP_REPEATS = 20
 _REPEAT_PUNCT = re.compile(rf"([{_CJK_PUNCT}])\1+")
 _STRIP_FOR_MATCH = re.compile(rf"[\s{re.escape(_CJK_PUNCT)}\W_]+")
 
@@ -66,8 +69,16 @@ def _t2s(text: str) -> str:
 
 def collapse_repeats(text: str) -> str:
     """``好的好的好的好的好的`` -> ``好的``: runs of one unit said five or more times (four
-    can be ordinary speech: 谢谢谢谢)."""
-    return _REPEAT.sub(r"\1", text)
+    can be ordinary speech: 谢谢谢谢). A unit of digits is kept unless it repeats
+    :data:`DIGIT_LOOP_REPEATS` times."""
+
+    def collapse(m: re.Match) -> str:
+        unit = m.group(1)
+        if set(unit) <= _DIGITS and len(m.group(0)) < DIGIT_LOOP_REPEATS * len(unit):
+            return m.group(0)
+        return unit
+
+    return _REPEAT.sub(collapse, text)
 
 
 def normalize_text(text: str) -> str:
