@@ -118,6 +118,13 @@ def test_negation_guard(tmp_path, said, fires):
     assert status(engine, call(("A", said))) == ("fired" if fires else "passed")
 
 
+def test_an_enumeration_comma_keeps_the_negation(tmp_path):
+    engine = one_rule(tmp_path, "keyword: {terms: [解冻费], negation: {before: [没有], gap: 8}}",
+                      category="fraud.upfront_fee")
+    assert status(engine, call(("A", "没有保证金、手续费、解冻费这些。"))) == "passed"
+    assert status(engine, call(("A", "没有，先交一笔解冻费。"))) == "fired"  # a clause break still cuts it
+
+
 def test_negation_guard_custom_negators(tmp_path):
     engine = one_rule(tmp_path, "keyword: {terms: [欠款], negation: {before: [不方便透露], gap: 3}}",
                       category="collection.third_party_disclosure")

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # lists them too, but the card is data and is never trusted for this: this list is.
 TRUSTED_TYPES: tuple[str, ...] = (
     "qa.classifiers.text.char_ngrams",
+    "qa.classifiers.text.sound_ngrams",
     "qa.classifiers.text.utterance_cues",
     "qa.classifiers.text.word_ngrams",
     "sklearn.calibration._CalibratedClassifier",
@@ -66,6 +67,17 @@ def save_model(pipeline: Pipeline, card: ModelCard, models_dir: str | Path) -> M
 
 def load_model(models_dir: str | Path, name: str) -> tuple[Pipeline, ModelCard]:
     """Read, verify and deserialize one model. Raises ClassifierError naming the file."""
+    pipeline, card = read_artifact(models_dir, name)
+    classes = [str(c) for c in pipeline.classes_]
+    if sorted(classes) != sorted(card.labels):
+        raise ClassifierError(f"artifact predicts {classes}, card says {card.labels}",
+                              path=str(artifact_path(models_dir, name)))
+    return pipeline, card
+
+
+def read_artifact(models_dir: str | Path, name: str) -> tuple[Pipeline, ModelCard]:
+    """The card and the pipeline it vouches for: the artifact's sha256 checked against the
+    card before deserializing, only trusted types deserialized."""
     cpath = card_path(models_dir, name)
     card = ModelCard.read(cpath)
     if card.name != name:
@@ -95,9 +107,6 @@ def load_model(models_dir: str | Path, name: str) -> tuple[Pipeline, ModelCard]:
     if not isinstance(pipeline, Pipeline):
         raise ClassifierError(f"artifact holds a {type(pipeline).__name__}, not a Pipeline", path=str(apath))
     if card.sklearn_version != sklearn.__version__:
-        log.warning("model %s was trained with scikit-learn %s, running %s: retrain with `qa train`",
+        log.warning("model %s was trained with scikit-learn %s, running %s: retrain it",
                     name, card.sklearn_version, sklearn.__version__)
-    classes = [str(c) for c in pipeline.classes_]
-    if sorted(classes) != sorted(card.labels):
-        raise ClassifierError(f"artifact predicts {classes}, card says {card.labels}", path=str(apath))
     return pipeline, card

@@ -87,6 +87,33 @@ def char_ngrams(text: str) -> list[str]:
     return out
 
 
+@lru_cache(maxsize=1)
+def _homophones():
+    from ..rules.text import HOMOPHONE, sound_table
+
+    return sound_table(HOMOPHONE)
+
+
+_NOT_SPOKEN = re.compile(r"[\W_]+")
+
+
+@lru_cache(maxsize=32768)
+def _line_sounds(line: str) -> tuple[str, ...]:
+    # one symbol per syllable, tone ignored: 立财 and 理财 give the same n-grams
+    sound = _homophones().translate(_NOT_SPOKEN.sub("", line))
+    return tuple(sound[i:i + n] for n in (2, 3) for i in range(len(sound) - n + 1))
+
+
+def sound_ngrams(text: str) -> list[str]:
+    """Syllable 2- and 3-grams (homophones equal) of every line of ``text`` (a pipeline
+    analyzer): what ASR writes with the wrong character still sounds the same."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        if line:
+            out.extend(_line_sounds(line))
+    return out
+
+
 # A sentence-final particle or mark makes a question (请问…吗？ from agents, 多少呢 from customers).
 _QUESTION_END = re.compile(r"(?:[吗呢么][？?！!。]?|[？?])$")
 _NON_WORD = re.compile(r"[\W_]+")

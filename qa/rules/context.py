@@ -100,6 +100,7 @@ class CallContext:
     _sounds: dict[tuple[str, str], str] = field(init=False, default_factory=dict)
     _bounds: dict[int, frozenset[int]] = field(init=False, default_factory=dict)
     _features: CallFeatures | None = field(init=False, default=None)
+    _cache: dict = field(init=False, default_factory=dict)  # per-call results of operators (detector scores)
     # categories of the findings this call's own (single-call) rules produced: set by the
     # engine before it evaluates the rules that look at other calls
     own_categories: frozenset[str] = field(init=False, default=frozenset())
@@ -163,6 +164,12 @@ class CallContext:
         if cached is None:
             cached = self._sounds[key] = sound_table(level).translate(self.role_text(role).text)
         return cached
+
+    def cached(self, key, compute):
+        """``compute()`` once per call and ``key``."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
 
     def word_bounds(self, utt: int, tokenizer) -> frozenset[int]:
         """Offsets in an utterance's normalised text where a jieba word starts or ends."""

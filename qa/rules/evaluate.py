@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+from functools import lru_cache
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -125,20 +126,30 @@ def evaluate(engine: RuleEngine, samples: list[SampleCall],
     return EvalReport(tuple(calls), stats)
 
 
-def with_homophone_noise(transcript: CallTranscript, rate: float, rng: random.Random) -> CallTranscript:
-    """The transcript with a share ``rate`` of its Chinese characters replaced by random
-    homophones (same main reading, any tone): a stress test of the rules against the kind of
-    errors Whisper makes (报本保锡 for 保本保息), independent of any ASR model."""
-    table = sound_table(HOMOPHONE)
+@lru_cache(maxsize=1)
+def _homophone_groups() -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
-    for cp, sym in table.char_symbol.items():
+    for cp, sym in sound_table(HOMOPHONE).char_symbol.items():
         groups.setdefault(sym, []).append(chr(cp))
+    return groups
 
-    def noisy(text: str) -> str:
-        out = []
-        for ch in text:
-            sym = table.char_symbol.get(ord(ch))
-            out.append(rng.choice(groups[sym]) if sym is not None and rng.random() < rate else ch)
-        return "".join(out)
 
-    return replace(transcript, utterances=tuple(replace(u, text=noisy(u.text)) for u in transcript.utterances))
+def homophone_noise(text: str, rate: float, rng: random.Random, drop_rate: float = 0.0) -> str:
+    """``text`` with a share ``rate`` of its Chinese characters replaced by random homophones
+    (same main reading, any tone) and a share ``drop_rate`` dropped: the kind of errors
+    Whisper makes (报本保锡 for 保本保息), independent of any ASR model."""
+    table, groups = sound_table(HOMOPHONE), _homophone_groups()
+    out = []
+    for ch in text:
+        sym = table.char_symbol.get(ord(ch))
+        if sym is not None and drop_rate and rng.random() < drop_rate:
+            continue
+        out.append(rng.choice(groups[sym]) if sym is not None and rng.random() < rate else ch)
+    return "".join(out)
+
+
+def with_homophone_noise(transcript: CallTranscript, rate: float, rng: random.Random) -> CallTranscript:
+    """The transcript with :func:`homophone_noise` in every utterance: a stress test of the
+    rules against recognition errors."""
+    return replace(transcript, utterances=tuple(replace(u, text=homophone_noise(u.text, rate, rng))
+                                                for u in transcript.utterances))

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..domain import SEVERITIES, SPEAKER_ROLES, PriorContact
 from .. import timeutil
-from ..errors import RuleError
+from ..errors import ClassifierError, RuleError
 from . import conditions as c
 from .context import ANY_ROLE, HoursWindow
 from .crosscall import Contacts, OwnFinding, PriorFinding
@@ -28,6 +28,7 @@ from .matchers import (
     Window,
     compile_regex,
 )
+from .detect import DetectorOp, pack_detector
 from .similar import DEFAULT_THRESHOLD, SimilarOp
 from .schema import ABSENT, EXPECTS, PRESENT, Basis, Rule, RulePack, RuleTest, TestTurn
 from .scorecard import Scorecard
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 PACK_FILE = "pack.yaml"
 RULE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,95}$")
 SCOPES = SPEAKER_ROLES + (ANY_ROLE,)
-TEXT_OPS = ("keyword", "pinyin", "regex", "similar")
+TEXT_OPS = ("keyword", "pinyin", "regex", "similar", "detector")
 CROSS_CALL_OPS = ("contacts", "prior_finding", "finding")  # evaluated after the call's own rules
 OPERATORS = ("all", "any", "not") + TEXT_OPS + (
     "near", "order", "count", "silence", "overlap", "speech_rate", "duration", "meta") + CROSS_CALL_OPS
@@ -56,6 +57,7 @@ class _File:
 
     def __init__(self, path: Path):
         self.path = path
+        self.category = ""  # the rule's category (the detector operator's default)
         self.cross_call = False  # a cross-call operator was parsed
         self.history_days = 0.0  # how far back those operators look
 
@@ -223,6 +225,26 @@ class _File:
                                                              f"{counter!r} ({score:.2f} >= {threshold}); reword or raise "
                                                              f"the threshold")
         return op
+
+    def _op_detector(self, arg, line, role):
+        doc = self.mapping(arg, line, "detector")
+        self.keys(doc, ("min_prob", "category", "role", "window"), "detector")
+        category = str(doc.get("category", self.category))
+        pack_dir = next((p for p in self.path.resolve().parents if (p / PACK_FILE).is_file()), self.path.parent)
+        try:
+            detector = pack_detector(pack_dir)
+        except ClassifierError as e:
+            raise self.fail(line, f"detector: {e}") from e
+        if category not in detector.index:
+            raise self.fail(doc.line_of("category") if "category" in doc else line,
+                            f"the pack's detector has no category {category!r} (it has {', '.join(detector.index)})")
+        default = detector.thresholds.get(category, 1.0)
+        min_prob = float(self.number(doc, "min_prob", minimum=0.01, default=default))
+        if min_prob > 1.0:
+            raise self.fail(doc.line_of("min_prob"), f"min_prob is a probability (at most 1), got {min_prob}")
+        common = self._text_common(doc, role)
+        return DetectorOp(category=category, min_prob=min_prob, detector=detector,
+                          label=f"detector[{category} >= {min_prob:.2f}]", **common)
 
     def _op_regex(self, arg, line, role):
         doc = arg if isinstance(arg, YMap) else YMap(pattern=arg)
@@ -505,6 +527,7 @@ def parse_rule(path: Path) -> Rule:
     fire_when = doc.get("fire_when", ABSENT if cat.kind == "must_say" else PRESENT)
     if fire_when not in (PRESENT, ABSENT):
         raise f.fail(doc.line_of("fire_when"), f"fire_when must be {PRESENT} or {ABSENT}, got {fire_when!r}")
+    f.category = category
     condition = f.condition(doc["condition"], doc.line_of("condition"), role)
     when = f.condition(doc["when"], doc.line_of("when"), role) if "when" in doc else None
     return Rule(

@@ -30,14 +30,17 @@ _DROP_RUN = re.compile(r"(?:[^\w%.]|_)+")
 def normalize_with_breaks(text: str) -> tuple[str, frozenset[int]]:
     """The normalised text and the offsets in it where punctuation or spaces were removed.
     Matching ignores them, but a clause break separates a negator from what follows
-    (没有，保本保息 answers a question and then promises)."""
-    parts = _DROP_RUN.split(unicodedata.normalize("NFKC", text).lower())
+    (没有，保本保息 answers a question and then promises); an enumeration comma (、) is no break."""
+    pieces = _DROP_RUN.split(unicodedata.normalize("NFKC", text).lower())
+    gaps = _DROP_RUN.findall(unicodedata.normalize("NFKC", text).lower())
     breaks: set[int] = set()
     pos = 0
-    for part in parts[:-1]:
+    for part, gap in zip(pieces[:-1], gaps):
         pos += len(part)
-        breaks.add(pos)
-    return "".join(parts), frozenset(breaks)
+        # an enumeration comma joins what one negator covers: 没有保证金、手续费
+        if gap.strip() != "、":
+            breaks.add(pos)
+    return "".join(pieces), frozenset(breaks)
 
 
 def is_cjk(ch: str) -> bool:
