@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from qa.asr.engine import CROSS_KV_DTYPES, BatchedDecoder, DecodeOptions, log_mel_batch  # noqa: E402
 from qa.asr.weights import ARCHITECTURES, random_model, to_inference  # noqa: E402
+from qa.config import FINANCE_HOTWORDS  # noqa: E402
 
 WINDOW_S = 30.0
 
@@ -409,7 +410,7 @@ def run_stock_transcribe(settings, samples, audio, record) -> None:
 
     from qa.asr.weights import resolve_model
 
-    prompt = settings.asr_prompt
+    prompt = FINANCE_HOTWORDS
     model = resolve_model(settings).model
     t = time.perf_counter()
     hyps = {}
@@ -445,7 +446,7 @@ def cpu(args) -> dict:
     report: dict = {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "calls": len(samples),
                     "audio_s": audio_s, "torch": torch.__version__, "whisper": whisper.__version__,
                     "loadavg_start": os.getloadavg()[0], "engines": {}}
-    prompt = settings.asr_prompt
+    prompt = FINANCE_HOTWORDS
 
     def record(name: str, wall: float, scores: dict) -> None:
         report["engines"][name] = {"wall_s": wall, "x_realtime": audio_s / wall, **scores}
@@ -519,7 +520,7 @@ def realspeech(args) -> dict:
     clips = [np.mean(np.stack(decode_file(root / r["file"]).channels), axis=0).astype(np.float32) for r in rows]
     report: dict = {"clips": len(rows), "audio_s": sum(len(c) for c in clips) / 16000, "results": {}}
     base = load_asr(settings)
-    for label, prompt in () if args.skip_ours else (("prompt", settings.asr_prompt), ("no prompt", "")):
+    for label, prompt in () if args.skip_ours else (("prompt", FINANCE_HOTWORDS), ("no prompt", "")):
         asr = load_asr(settings, dataclasses.replace(AsrOptions.from_settings(settings),
                                                      decode=dataclasses.replace(base.options.decode, prompt=prompt)))
         for channel in ("native", "telephone"):
@@ -536,7 +537,7 @@ def realspeech(args) -> dict:
         fw = WhisperModel(str(write_ct2_dir(Path(settings.cache_dir) / "models" / "whisper-base-ct2")),
                           device="cpu", compute_type="int8", cpu_threads=args.threads)
         for beam in (1, 5):
-            for label, prompt in (("prompt", settings.asr_prompt), ("no prompt", "")):
+            for label, prompt in (("prompt", FINANCE_HOTWORDS), ("no prompt", "")):
                 for channel in ("native", "telephone"):
                     audio = clips if channel == "native" else [telephone(c) for c in clips]
                     t = time.perf_counter()
@@ -611,7 +612,7 @@ def _digit_figures(pairs: list[tuple[str, str]]) -> dict:
 def _decoder_settings(settings, context: str, beam: int):
     import dataclasses
 
-    words = settings.asr_prompt
+    words = FINANCE_HOTWORDS
     return dataclasses.replace(settings, asr_prompt=words if context in ("prompt", "both") else "",
                                asr_hotwords=words if context in ("bias", "both") else "", asr_beam_size=beam)
 
@@ -631,7 +632,7 @@ def policy(args) -> dict:
     torch.set_num_threads(args.threads)
     settings = dataclasses.replace(load_settings().settings, asr_device="cpu", asr_threads=args.threads,
                                    asr_hotword_bonus=args.bonus)
-    words = [cer_form(w) for w in settings.asr_prompt.split()]
+    words = [cer_form(w) for w in FINANCE_HOTWORDS.split()]
     samples = read_samples(args.samples)[: args.limit or None]
     clips, rows = [], []
     if args.realspeech:

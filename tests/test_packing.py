@@ -28,7 +28,7 @@ from qa.asr.packing import (
 from qa.asr.stage import AsrOptions, PreparedCall, PreparedChannel, plan_packed, unpack_results
 from qa.asr.text import char_error_rate, normalize_text
 from qa.asr.vad import SpeechSegment, cut
-from qa.config import Settings
+from qa.config import FINANCE_HOTWORDS, Settings
 
 RATE = 16000
 
@@ -177,7 +177,7 @@ def test_packed_decoding_gives_each_sample_turn_its_text(base_model, samples_dir
     assert len(segments) == len(reference)
     windows = pack([Piece(cut(audio[ch], seg, 0.2)) for ch, seg in segments], PackOptions(max_window_s=30, gap_s=0.4))
     assert len(windows) == 1
-    decoder = AligningDecoder(base_model, replace(DecodeOptions(), prompt=Settings().asr_prompt, batch_size=4))
+    decoder = AligningDecoder(base_model, replace(DecodeOptions(), prompt=FINANCE_HOTWORDS, batch_size=4))
     results = decoder.decode_packed(windows)
     total_errors = total_chars = 0
     for (ch, seg), res in zip(segments, results[0]):
