@@ -69,6 +69,10 @@ class Settings:
     models_dir: str = str(REPO_ROOT / "models")
     # a classifier that is there but damaged or tampered with: stop the run, or fail each call
     classifier_errors: str = "stop"
+    # a call whose manifest names no business line: take the topic classifier's, when its
+    # probability reaches business_line_min_prob (rules scoped to a line then say it was inferred)
+    infer_business_line: bool = True
+    business_line_min_prob: float = 0.8
     # review routing
     tier1_sla_hours: float = 4.0
     tier2_sla_hours: float = 24.0
@@ -114,9 +118,11 @@ class Settings:
             raise ValueError(f"classifier_errors must be stop or fail_calls, got {self.classifier_errors!r}")
         for name in ("max_duration_s", "tier1_sla_hours", "tier2_sla_hours", "tier3_sla_hours", "claim_ttl_minutes",
                      "appeal_window_days", "complaint_risk_threshold", "calibration_rate", "asr_pack_s",
-                     "asr_hotword_bonus"):
+                     "asr_hotword_bonus", "business_line_min_prob"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
+        if not 0.0 <= self.business_line_min_prob <= 1.0:
+            raise ValueError(f"business_line_min_prob must be between 0 and 1, got {self.business_line_min_prob}")
         if self.max_duration_s <= 0:
             raise ValueError(f"max_duration_s must be positive, got {self.max_duration_s}")
         if self.appeal_window_days < 0:

@@ -10,6 +10,7 @@ on test; with ``--samples`` also the bundled sample calls on their reference tra
 
     .venv/bin/python scripts/bench_detection.py
     .venv/bin/python scripts/bench_detection.py --baseline /tmp/old-pack --per-category
+    .venv/bin/python scripts/bench_detection.py --call-type --noise 0   # manifests without a business line
 """
 
 from __future__ import annotations
@@ -36,8 +37,30 @@ def engine_for(pack: str, models_dir: str):
     return open_analyzer(AnalyzeOptions(rules_pack=pack, models_dir=None)).engine
 
 
-def run(engine, split: str, noise: float = 0.0, seed: int = 0) -> tuple[CorpusFigures, object, object]:
+class InferringEngine:
+    """The analyze stage's rules with the business line inferred by the topic classifier
+    (what a call whose manifest names no line gets), shaped as the engine ``evaluate`` reads."""
+
+    def __init__(self, pack: str, models_dir: str):
+        from qa.rules.stage import AnalyzeOptions, open_analyzer
+
+        self.analyzer = open_analyzer(AnalyzeOptions(rules_pack=pack, models_dir=models_dir))
+        self.pack = self.analyzer.engine.pack
+
+    def evaluate(self, transcript):
+        return self.analyzer.analyze(transcript)[0]
+
+
+def without_lines(items):
+    return [replace(i, sample=replace(i.sample, reference=replace(
+        i.sample.reference, meta=replace(i.sample.reference.meta, business_line=None)))) for i in items]
+
+
+def run(engine, split: str, noise: float = 0.0, seed: int = 0,
+        strip_lines: bool = False) -> tuple[CorpusFigures, object, object]:
     snippets, dialogues = read_split(CORPUS, split)
+    if strip_lines:
+        snippets, dialogues = without_lines(snippets), without_lines(dialogues)
     if noise:
         rng = random.Random(seed)
         snippets = [replace(i, sample=replace(i.sample, reference=with_homophone_noise(i.sample.reference, noise, rng)))
@@ -70,6 +93,8 @@ def main() -> int:
     parser.add_argument("--per-category", action="store_true")
     parser.add_argument("--samples", action="store_true", help="Also the sample calls' reference transcripts.")
     parser.add_argument("--splits", default="dev,test")
+    parser.add_argument("--call-type", action="store_true",
+                        help="Also with the business lines removed: unknown, then inferred by the topic classifier.")
     args = parser.parse_args()
     packs = [("pack", args.pack)] + ([("baseline", args.baseline)] if args.baseline else [])
     for label, pack in packs:
@@ -81,6 +106,11 @@ def main() -> int:
             print(line(split, f))
             if split == "test":
                 test = f
+        if args.call_type:
+            inferring = InferringEngine(pack, args.models_dir)
+            for split in args.splits.split(","):
+                print(line(f"{split}, no business line", run(engine, split, strip_lines=True)[0]))
+                print(line(f"{split}, line from topic", run(inferring, split, strip_lines=True)[0]))
         if args.noise and "test" in args.splits:
             recalls, false = [], []
             for seed in range(args.seeds):

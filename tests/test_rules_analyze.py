@@ -220,10 +220,10 @@ def test_a_failing_call_does_not_stop_the_batch(factory, monkeypatch):
     analyzer = rules_only()
     real = analyzer.engine.evaluate
 
-    def flaky(transcript, rules=None):
+    def flaky(transcript, rules=None, inferred_line=None):
         if transcript.meta.call_id == "bad":
             raise RuntimeError("boom")
-        return real(transcript, rules)
+        return real(transcript, rules, inferred_line)
 
     monkeypatch.setattr(analyzer.engine, "evaluate", flaky)
     results = {r.call_id: r for r in analyze_calls(factory, analyzer)}

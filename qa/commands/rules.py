@@ -130,15 +130,20 @@ def test_cmd(app: App, pack_dir: str | None, rule_ids: tuple[str, ...], verbose:
 @domain_errors
 def explain_cmd(app: App, call_id: str, pack_dir: str | None, show_transcript: bool) -> None:
     """For every rule: fired, passed or not applicable on CALL_ID, and why."""
+    from ..rules.calltype import infer_business_line
     from ..rules.explain import explain, render
+    from ..rules.stage import AnalyzeOptions
     from ..storage.history import with_customer_history
-    from ..storage.transcripts import call_named, transcript_of
+    from ..storage.transcripts import call_named, current_scores, transcript_of
 
     engine = _engine(app, pack_dir)
     with app.session_factory() as session:
-        transcript, _ = with_customer_history(session, call_named(session, call_id),
-                                              transcript_of(session, call_id), engine)
-    for line in render(explain(engine, transcript), show_transcript):
+        call = call_named(session, call_id)
+        transcript, _ = with_customer_history(session, call, transcript_of(session, call_id), engine)
+        # the call type the analysis assumed, from the topic it stored
+        inferred = infer_business_line(transcript.meta, current_scores(session, call),
+                                       AnalyzeOptions.from_settings(app.settings).business_line_min_prob)
+    for line in render(explain(engine, transcript, inferred), show_transcript):
         click.echo(line)
 
 

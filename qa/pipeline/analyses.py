@@ -84,7 +84,9 @@ def analyze_call(session: Session, analyzer: Analyzer, call_pk: int, *, wait_for
     analysis = Analysis(call_id=call.id, transcript_id=transcript.id, rule_pack_name=pack.name,
                         rule_pack_version=pack.version, rule_pack_sha256=pack.sha256,
                         classifiers_sha256=analyzer.classifiers_sha256, is_current=True, score=result.score.score,
-                        scorecard={"pack": pack.name, "version": pack.version, **result.score.to_json()},
+                        scorecard={"pack": pack.name, "version": pack.version, **result.score.to_json(),
+                                   **({"business_line_inferred": result.inferred_line.to_json()}
+                                      if result.inferred_line else {})},
                         created_at=utcnow())
     session.add(analysis)
     session.flush()

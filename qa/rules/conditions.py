@@ -259,8 +259,11 @@ class Meta:
             return Match(False, (), "meta: the customer is " + ("not known" if self.customer else "known"))
         if self.direction and meta.direction not in self.direction:
             return Match(False, (), f"meta: direction {meta.direction!r} not in {list(self.direction)}")
-        if self.business_line and meta.business_line not in self.business_line:
-            return Match(False, (), f"meta: business line {meta.business_line!r} not in {list(self.business_line)}")
+        line, how = meta.business_line, ""
+        if line is None and ctx.inferred_line is not None:
+            line, how = ctx.inferred_line.business_line, f" ({ctx.inferred_line.note})"
+        if self.business_line and line not in self.business_line:
+            return Match(False, (), f"meta: business line {line!r}{how} not in {list(self.business_line)}")
         if self.outside_hours is not None:
             if meta.started_at is None:
                 return Match(False, (), "meta: start time unknown")
@@ -276,4 +279,4 @@ class Meta:
             hit = Hit(None, text=f"started at {started:%H:%M}", start_s=0.0, end_s=0.0)
             return Match(True, (hit,), f"meta: started at {started:%H:%M} "
                                          f"({'outside' if outside else 'inside'} {window.start:%H:%M}-{window.end:%H:%M})")
-        return Match(True, (), "meta: matches")
+        return Match(True, (), f"meta: business line {line!r}{how}" if self.business_line else "meta: matches")

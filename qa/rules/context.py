@@ -10,6 +10,7 @@ from datetime import time, tzinfo
 from ..asr.features import call_features
 from ..domain import CallFeatures, CallTranscript
 from ..timeutil import zone
+from .calltype import InferredLine
 from .text import normalize_with_breaks, sound_table
 
 ANY_ROLE = "any"
@@ -91,6 +92,8 @@ class CallContext:
 
     transcript: CallTranscript
     options: EngineOptions
+    # the business line the topic classifier gave a call whose manifest names none
+    inferred_line: InferredLine | None = None
     texts: list[str] = field(init=False)
     breaks: list[frozenset[int]] = field(init=False)  # clause breaks in each normalised text
     roles: list[str] = field(init=False)

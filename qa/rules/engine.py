@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..domain import CallTranscript
+from .calltype import InferredLine
 from .context import CallContext, EngineOptions, Hit
 from .results import FIRED, NA, PASSED, CallResult, RuleFinding, RuleOutcome
 from .schema import ABSENT, Rule, RulePack
@@ -17,13 +18,15 @@ class RuleEngine:
         self.options = options or EngineOptions()
         self.options.validate()
 
-    def context(self, transcript: CallTranscript) -> CallContext:
-        return CallContext(transcript, self.options)
+    def context(self, transcript: CallTranscript, inferred_line: InferredLine | None = None) -> CallContext:
+        return CallContext(transcript, self.options, inferred_line)
 
-    def evaluate(self, transcript: CallTranscript, rules: tuple[Rule, ...] | None = None) -> CallResult:
+    def evaluate(self, transcript: CallTranscript, rules: tuple[Rule, ...] | None = None,
+                 inferred_line: InferredLine | None = None) -> CallResult:
         """Every rule (or ``rules``) over one call. Rules that look at the customer's other
-        calls or at this call's own findings run after the others, which they can then see."""
-        ctx = self.context(transcript)
+        calls or at this call's own findings run after the others, which they can then see.
+        ``inferred_line``: the business line to assume where the manifest names none."""
+        ctx = self.context(transcript, inferred_line)
         chosen = self.pack.rules if rules is None else rules
         done = {rule.id: self._rule(ctx, rule) for rule in chosen if not rule.cross_call}
         later = [rule for rule in chosen if rule.cross_call]
@@ -31,7 +34,7 @@ class RuleEngine:
             ctx.own_categories = frozenset(o.category for o in done.values() if o.status == FIRED)
             done.update((rule.id, self._rule(ctx, rule)) for rule in later)
         outcomes = tuple(done[rule.id] for rule in chosen)
-        return CallResult(outcomes, score(self.pack, outcomes))
+        return CallResult(outcomes, score(self.pack, outcomes), inferred_line)
 
     def categories(self, transcript: CallTranscript) -> frozenset[str]:
         """The categories the pack's single-call rules find in a call: what an earlier call of

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..domain import CallTranscript
+from .calltype import InferredLine
 from .engine import RuleEngine
 from .results import FIRED, NA, CallResult
 
@@ -18,16 +19,18 @@ class Explanation:
     result: CallResult
 
 
-def explain(engine: RuleEngine, transcript: CallTranscript) -> Explanation:
+def explain(engine: RuleEngine, transcript: CallTranscript, inferred_line: InferredLine | None = None) -> Explanation:
     pack = engine.pack
     return Explanation(transcript.meta.call_id, f"{pack.name} {pack.version} ({pack.sha256[:12]})", transcript,
-                       engine.evaluate(transcript))
+                       engine.evaluate(transcript, inferred_line=inferred_line))
 
 
 def render(expl: Explanation, show_transcript: bool = False) -> list[str]:
     r = expl.result
     lines = [f"call {expl.call_id} under {expl.pack}: score {r.score.score:g}"
              f"{' (fatal)' if r.score.fatal else ''}; {r.score.fired} fired, {r.score.passed} passed, {r.score.na} n/a"]
+    if r.inferred_line is not None:
+        lines.append(f"business line {r.inferred_line.business_line!r}: {r.inferred_line.note} (the manifest names none)")
     if show_transcript:
         lines += [f"  [{i}] {u.start_s:6.1f}-{u.end_s:6.1f} {u.role:8s} {u.text}"
                   for i, u in enumerate(expl.transcript.utterances)]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .calltype import InferredLine
+
 FIRED = "fired"
 PASSED = "passed"
 NA = "na"
@@ -58,6 +60,7 @@ class ScoreResult:
 class CallResult:
     outcomes: tuple[RuleOutcome, ...]
     score: ScoreResult
+    inferred_line: InferredLine | None = None  # the business line assumed for a call whose manifest has none
 
     @property
     def findings(self) -> tuple[RuleFinding, ...]:

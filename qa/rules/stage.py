@@ -12,6 +12,7 @@ from typing import Any
 from ..config import Settings
 from ..domain import CallTranscript
 from ..errors import ClassifierError
+from .calltype import infer_business_line
 from .context import EngineOptions
 from .engine import RuleEngine
 from .loader import load_pack
@@ -30,8 +31,13 @@ class AnalyzeOptions:
     models_dir: str | None = None  # None: rules only
     # a model that is there but cannot be trusted or loaded: stop the stage, or fail each call
     classifier_errors: str = "stop"
+    # a call without a business line in its manifest takes the topic classifier's at this
+    # probability or above (qa.rules.calltype); None: never inferred
+    business_line_min_prob: float | None = 0.8
 
     def validate(self) -> None:
+        if self.business_line_min_prob is not None and not 0.0 <= self.business_line_min_prob <= 1.0:
+            raise ValueError(f"business_line_min_prob must be between 0 and 1, got {self.business_line_min_prob}")
         if not self.rules_pack:
             raise ValueError("rules_pack must name a rule-pack folder")
         if self.classifier_errors not in CLASSIFIER_ERRORS:
@@ -44,7 +50,8 @@ class AnalyzeOptions:
                       classifiers: bool = True) -> AnalyzeOptions:
         return cls(rules_pack=rules_pack or settings.rules_pack, engine=engine_options(settings),
                    models_dir=settings.models_dir if classifiers else None,
-                   classifier_errors=settings.classifier_errors)
+                   classifier_errors=settings.classifier_errors,
+                   business_line_min_prob=settings.business_line_min_prob if settings.infer_business_line else None)
 
 
 def engine_options(settings: Settings) -> EngineOptions:
@@ -60,19 +67,21 @@ class Analyzer:
     engine: RuleEngine
     classifiers: Any = None  # qa.classifiers.predict.ClassifierSet
     unavailable: ClassifierError | None = None
+    business_line_min_prob: float | None = None
 
     @property
     def classifiers_sha256(self) -> str:
         return self.classifiers.fingerprint if self.classifiers is not None else ""
 
     def analyze(self, transcript: CallTranscript) -> tuple[CallResult, list]:
-        """The rule outcomes of one call and the classifiers' predictions (none without models)."""
+        """The rule outcomes of one call and the classifiers' predictions (none without models).
+        The predictions come first: a call without a business line takes the topic's."""
         if self.unavailable is not None:
             raise ClassifierError(f"classifiers unavailable: {self.unavailable}", code="classifiers.unavailable",
                                   path=self.unavailable.path)
-        result = self.engine.evaluate(transcript)
         predictions = self.classifiers.predict_call(transcript) if self.classifiers is not None else []
-        return result, predictions
+        inferred = infer_business_line(transcript.meta, predictions, self.business_line_min_prob)
+        return self.engine.evaluate(transcript, inferred_line=inferred), predictions
 
 
 def load_classifiers(models_dir: str) -> Any:
@@ -100,7 +109,8 @@ def open_analyzer(settings: Settings | AnalyzeOptions) -> Analyzer:
     if not options.models_dir:
         return Analyzer(engine)
     try:
-        return Analyzer(engine, load_classifiers(options.models_dir))
+        return Analyzer(engine, load_classifiers(options.models_dir),
+                        business_line_min_prob=options.business_line_min_prob)
     except ClassifierError as e:
         if options.classifier_errors == "stop":
             raise

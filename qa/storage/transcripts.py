@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from ..domain import CallFeatures, CallMeta, CallTranscript, Utterance
 from ..errors import NotFound
-from .models import Call, Transcript, UtteranceRow
+from .models import Analysis, Call, ClassifierScore, Transcript, UtteranceRow
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +59,11 @@ def transcript_of(session: Session, call_id: str) -> CallTranscript:
     if loaded is None:
         raise NotFound(f"call {call_id!r} has no current transcript")
     return loaded[1]
+
+
+def current_scores(session: Session, call: Call) -> list[ClassifierScore]:
+    """The classifier predictions stored with the call's current analysis (none before one)."""
+    return list(session.scalars(
+        select(ClassifierScore).join(Analysis, Analysis.id == ClassifierScore.analysis_id)
+        .where(ClassifierScore.call_id == call.id, Analysis.is_current.is_(True))
+        .order_by(ClassifierScore.model_name)))
