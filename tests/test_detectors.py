@@ -93,13 +93,23 @@ def test_a_category_the_detector_does_not_know_is_refused(tmp_path):
 
 def test_thresholds_are_the_lowest_that_reach_the_precision_target():
     k = CATEGORIES.index("conduct.insult")
-    best = np.zeros((6, len(CATEGORIES)), dtype=np.float32)
+    best = np.zeros((7, len(CATEGORIES)), dtype=np.float32)
     truth = np.zeros_like(best, dtype=bool)
-    best[:, k] = [0.9, 0.7, 0.6, 0.5, 0.4, 0.2]
-    truth[:, k] = [True, True, False, True, False, False]
-    chosen = choose_thresholds(SnippetScores(best, truth), DetectorOptions(precision_target=0.75))
+    best[:, k] = [0.9, 0.7, 0.6, 0.5, 0.4, 0.2, 0.55]
+    truth[:, k] = [True, True, False, True, False, False, False]
+    known = np.ones_like(best, dtype=bool)
+    # the last snippet is another category's positive: whether it is an insult too nobody said
+    known[6, k] = False
+    options = DetectorOptions(precision_target=0.75, min_threshold=0.1)
+    chosen = choose_thresholds(SnippetScores(best, truth, known), options)
     assert chosen["conduct.insult"] == 0.5  # 3 of 4 at 0.5; at 0.4, 3 of 5
     assert chosen["conduct.threat"] == 1.0  # nothing to go on: the detector stays silent
+    known[6, k] = True  # were it a known negative, 0.5 would be 3 of 5
+    assert choose_thresholds(SnippetScores(best, truth, known), options)["conduct.insult"] == 0.7
+    # never below the floor, however precise (3 of 6 at 0.4 would do for 50 %)
+    assert choose_thresholds(SnippetScores(best, truth, known), DetectorOptions(precision_target=0.5,
+                                                                                  min_threshold=0.45)
+                             )["conduct.insult"] == 0.45
 
 
 def test_refine_keeps_the_lines_that_carry_the_act():
