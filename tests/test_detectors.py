@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from qa.classifiers.detectors import (CATEGORIES, DetectorOptions, Line, SnippetScores, _refine, choose_thresholds,
-                                      load_detector)
+                                      detector_inputs, load_detector)
+from qa.classifiers.text import (CONTEXT_MARK, char_ngrams, context_sound_ngrams, own_char_ngrams, own_sound_ngrams,
+                                 sound_ngrams)
 from qa.errors import RuleError
 from qa.rules.context import EngineOptions
 from qa.rules.engine import RuleEngine
@@ -120,3 +122,16 @@ def test_refine_keeps_the_lines_that_carry_the_act():
     scores = np.zeros((2, len(CATEGORIES)))
     scores[:, k] = [0.1, 0.8]
     assert _refine(lines, y, scores, 0.5)[:, k].tolist() == [0, 1]
+
+
+def test_an_utterance_is_read_with_the_one_before_it():
+    docs = detector_inputs(["您好，请问有什么可以帮您？", "  ", "我要投诉你们", "投诉也没用"])
+    assert docs[0] == "您好，请问有什么可以帮您？"  # the first has no context
+    assert docs[1] == ""  # an empty utterance stays empty: the context alone never scores
+    assert docs[3] == "投诉也没用" + CONTEXT_MARK + "我要投诉你们"
+    # the utterance's own blocks never see the context; the context block is marked apart
+    assert own_char_ngrams(docs[3]) == char_ngrams("投诉也没用")
+    assert own_sound_ngrams(docs[3]) == sound_ngrams("投诉也没用")
+    context = context_sound_ngrams(docs[3])
+    assert context and all(g.startswith("<") for g in context)
+    assert context_sound_ngrams(docs[0]) == []

@@ -69,6 +69,7 @@ class DetectorOptions:
     max_char_features: int = 12000
     max_word_features: int = 0  # 0: no word block (BENCHMARKS: same dev figures, 2x faster)
     max_sound_features: int = 12000
+    max_context_features: int = 4000  # syllable n-grams of the utterance before; 0: none
 
     def validate(self) -> None:
         if self.svm_c <= 0:
@@ -77,8 +78,8 @@ class DetectorOptions:
             raise ValueError(f"noise_copies must not be negative, got {self.noise_copies}")
         if self.threshold_folds < 2:
             raise ValueError(f"threshold_folds must be at least 2, got {self.threshold_folds}")
-        if self.max_word_features < 0:
-            raise ValueError(f"max_word_features must not be negative, got {self.max_word_features}")
+        if self.max_word_features < 0 or self.max_context_features < 0:
+            raise ValueError("max_word_features and max_context_features must not be negative")
         for name in ("noise_rate", "drop_rate", "carry_share", "precision_target", "min_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
@@ -101,15 +102,24 @@ def line_text(text: str) -> str:
     return " ".join(text.split())
 
 
+def detector_inputs(texts: Sequence[str]) -> list[str]:
+    """One call's (or snippet's) utterances as the detector reads them: each one's
+    :func:`line_text` with the utterance before it as context (``text.with_context``)."""
+    from .text import with_context
+
+    lines = [line_text(t) for t in texts]
+    return [with_context(t, lines[i - 1] if i else "") for i, t in enumerate(lines)]
+
+
 def corpus_lines(items) -> list[Line]:
-    """The utterances of corpus snippets (:func:`qa.rules.corpus.read_snippets` items)."""
+    """The utterances of corpus snippets (:func:`qa.rules.corpus.read_snippets` items), each
+    ``text`` the detector's input (:func:`detector_inputs`)."""
     out = []
     for item in items:
         category = next(iter(item.sample.expected or item.sample.must_not_fire))
-        for u in item.sample.reference.utterances:
-            text = line_text(u.text)
-            if text:
-                out.append(Line(item.sample.call_id, category, item.positive, u.role, text))
+        utts = [u for u in item.sample.reference.utterances if line_text(u.text)]
+        for u, doc in zip(utts, detector_inputs([u.text for u in utts])):
+            out.append(Line(item.sample.call_id, category, item.positive, u.role, doc))
     return out
 
 
@@ -138,13 +148,15 @@ def build_detector_pipeline(options: DetectorOptions):
     from sklearn.pipeline import FeatureUnion, Pipeline
     from sklearn.svm import LinearSVC
 
-    from .text import char_ngrams, sound_ngrams, word_ngrams
+    from .text import context_sound_ngrams, own_char_ngrams, own_sound_ngrams, word_ngrams
 
     def tfidf(analyzer, limit):
         return TfidfVectorizer(analyzer=analyzer, sublinear_tf=True, max_features=limit, dtype=np.float32)
 
-    blocks = [("chars", tfidf(char_ngrams, options.max_char_features)),
-              ("sounds", tfidf(sound_ngrams, options.max_sound_features))]
+    blocks = [("chars", tfidf(own_char_ngrams, options.max_char_features)),
+              ("sounds", tfidf(own_sound_ngrams, options.max_sound_features))]
+    if options.max_context_features:  # the utterance before: who asked, what was complained of
+        blocks.append(("context", tfidf(context_sound_ngrams, options.max_context_features)))
     if options.max_word_features:  # jieba words: the costliest block to compute per call
         blocks.insert(0, ("words", tfidf(word_ngrams, options.max_word_features)))
     features = FeatureUnion(blocks)
@@ -158,9 +170,15 @@ def _augmented(texts: Sequence[str], y: np.ndarray, options: DetectorOptions) ->
     from ..rules.evaluate import homophone_noise
 
     rng = random.Random(options.random_state)
+    from .text import CONTEXT_MARK
+
+    def noisy(doc: str) -> str:  # each part apart, so the mark between them survives
+        return CONTEXT_MARK.join(homophone_noise(part, options.noise_rate, rng, options.drop_rate) or part
+                                 for part in doc.split(CONTEXT_MARK))
+
     out, rows = list(texts), [y]
     for _ in range(options.noise_copies):
-        out.extend(homophone_noise(t, options.noise_rate, rng, options.drop_rate) or t for t in texts)
+        out.extend(noisy(t) for t in texts)
         rows.append(y)
     return out, np.vstack(rows)
 
@@ -356,7 +374,8 @@ def train_detector(corpus_root: str | Path, models_dir: str | Path,
                             "drop_rate": options.drop_rate},
                   "features_version": FEATURES_VERSION},
         options=asdict(options),
-        pipeline={"steps": ["features (words, chars, sounds)", "one-vs-rest calibrated LinearSVC"]},
+        pipeline={"steps": ["features (chars and sounds of the utterance, sounds of the one before)",
+                            "one-vs-rest calibrated LinearSVC"]},
         cv_metrics={}, heldout_metrics={}, artifact_file="", artifact_sha256="", artifact_bytes=0,
         trusted_types=list(TRUSTED_TYPES))
     detector = Detector(pipeline, card)

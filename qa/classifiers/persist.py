@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 # lists them too, but the card is data and is never trusted for this: this list is.
 TRUSTED_TYPES: tuple[str, ...] = (
     "qa.classifiers.text.char_ngrams",
+    "qa.classifiers.text.context_sound_ngrams",
+    "qa.classifiers.text.own_char_ngrams",
+    "qa.classifiers.text.own_sound_ngrams",
     "qa.classifiers.text.sound_ngrams",
     "qa.classifiers.text.utterance_cues",
     "qa.classifiers.text.word_ngrams",

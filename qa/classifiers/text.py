@@ -114,6 +114,33 @@ def sound_ngrams(text: str) -> list[str]:
     return out
 
 
+# A learned detector reads an utterance with the one before it (who asked what, what was
+# complained of): "text" CONTEXT_MARK "previous" in one input, split again by its analyzers.
+CONTEXT_MARK = "\x1e"
+
+
+def with_context(text: str, previous: str) -> str:
+    # an empty utterance stays empty: the context alone must never score
+    return f"{text}{CONTEXT_MARK}{previous}" if text and previous else text
+
+
+def own_char_ngrams(doc: str) -> list[str]:
+    """:func:`char_ngrams` of the utterance itself (a pipeline analyzer)."""
+    return char_ngrams(doc.partition(CONTEXT_MARK)[0])
+
+
+def own_sound_ngrams(doc: str) -> list[str]:
+    """:func:`sound_ngrams` of the utterance itself (a pipeline analyzer)."""
+    return sound_ngrams(doc.partition(CONTEXT_MARK)[0])
+
+
+def context_sound_ngrams(doc: str) -> list[str]:
+    """Syllable n-grams of the utterance before, marked apart from the utterance's own (a
+    pipeline analyzer)."""
+    previous = doc.partition(CONTEXT_MARK)[2]
+    return ["<" + g for g in sound_ngrams(previous)] if previous else []
+
+
 # A sentence-final particle or mark makes a question (请问…吗？ from agents, 多少呢 from customers).
 _QUESTION_END = re.compile(r"(?:[吗呢么][？?！!。]?|[？?])$")
 _NON_WORD = re.compile(r"[\W_]+")
