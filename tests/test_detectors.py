@@ -135,3 +135,13 @@ def test_an_utterance_is_read_with_the_one_before_it():
     context = context_sound_ngrams(docs[3])
     assert context and all(g.startswith("<") for g in context)
     assert context_sound_ngrams(docs[0]) == []
+
+
+def test_an_artifact_without_the_context_block_reads_utterances_alone():
+    detector = load_detector(SHIPPED)
+    assert detector.reads_context
+    texts = ["我要投诉你们", "投诉也没用"]
+    with_context = detector.call_scores(texts)
+    assert np.allclose(with_context, detector.scores(detector_inputs(texts)))
+    detector.reads_context = False  # what an older artifact is: no context block
+    assert np.allclose(detector.call_scores(texts), detector.scores(texts))

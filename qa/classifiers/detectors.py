@@ -301,10 +301,17 @@ class Detector:
 
         members = [est.calibrated_classifiers_[0] for est in pipeline.named_steps["classifier"].estimators_]
         self._features = CompiledFeatures(pipeline.named_steps["features"])
+        # artifacts trained before the context block read each utterance alone
+        self.reads_context = "context" in dict(pipeline.named_steps["features"].transformer_list)
         self._weights = np.column_stack([m.estimator.coef_[0] for m in members]).astype(np.float64)
         self._intercepts = np.array([m.estimator.intercept_[0] for m in members])
         self._a = np.array([m.calibrators[0].a_ for m in members])
         self._b = np.array([m.calibrators[0].b_ for m in members])
+
+    def call_scores(self, utterances: Sequence[str]) -> np.ndarray:
+        """[utterance, category] probabilities for one call's utterance texts, in order."""
+        return self.scores(detector_inputs(utterances) if self.reads_context
+                           else [line_text(t) for t in utterances])
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

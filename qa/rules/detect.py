@@ -43,10 +43,8 @@ class DetectorOp(TextOp):
     detector: object = field(compare=False, repr=False)
 
     def candidates(self, ctx: CallContext) -> list[Hit]:
-        from ..classifiers.detectors import detector_inputs
-
         scores = ctx.cached(("detector", id(self.detector)),
-                            lambda: self.detector.scores(detector_inputs([u.text for u in ctx.utterances])))
+                            lambda: self.detector.call_scores([u.text for u in ctx.utterances]))
         column = self.detector.index[self.category]
         hits = []
         for utt in ctx.role_text(self.scope(ctx)).utts:
