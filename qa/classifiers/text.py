@@ -138,7 +138,17 @@ def context_sound_ngrams(doc: str) -> list[str]:
     """Syllable n-grams of the utterance before, marked apart from the utterance's own (a
     pipeline analyzer)."""
     previous = doc.partition(CONTEXT_MARK)[2]
-    return ["<" + g for g in sound_ngrams(previous)] if previous else []
+    out: list[str] = []
+    for line in previous.split("\n"):
+        if line:
+            out.extend(_line_context_sounds(line))
+    return out
+
+
+@lru_cache(maxsize=32768)
+def _line_context_sounds(line: str) -> tuple[str, ...]:
+    # each utterance is the context of the next: computed once per line, like its own n-grams
+    return tuple("<" + g for g in _line_sounds(line))
 
 
 # A sentence-final particle or mark makes a question (请问…吗？ from agents, 多少呢 from customers).
