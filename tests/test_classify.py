@@ -172,6 +172,35 @@ def test_loading_never_uses_pickle(models_copy: Path, monkeypatch: pytest.Monkey
     assert not [p for p in MODELS.iterdir() if p.suffix in (".pkl", ".pickle", ".joblib")]
 
 
+def test_word_cuts_are_jiebas_without_hmm():
+    """The models were trained on jieba's cuts; the faster jieba-rs must give the same words,
+    on the seed corpora's texts and on them with ASR-like spacing, Latin letters and digits."""
+    import random
+
+    import jieba
+
+    from qa.classifiers import text as analyzers
+
+    reference = jieba.Tokenizer()
+    reference.initialize()
+    rng = random.Random(5)
+    lines = {line for name in MODEL_NAMES for corpus in [load_seed(name)] for e in corpus.train + corpus.heldout
+             for line in e.text.split("\n") if line.strip()}
+    noisy = set()
+    for line in sorted(lines)[:1500]:
+        chars = list(line)
+        for _ in range(3):
+            chars.insert(rng.randint(0, len(chars)), rng.choice([" ", "  ", "APP", "12", "３", "Ｇ", "R2", "6.2.1", "%"]))
+        noisy.add("".join(chars))
+    checked = 0
+    for line in sorted(lines | noisy):
+        want = [t for t in reference.lcut(line, HMM=False) if analyzers._is_word(t)]
+        got = analyzers._line_words(line)
+        assert list(got[:len(want)]) == want, line
+        checked += 1
+    assert checked > 2000
+
+
 # --- predictions -------------------------------------------------------------------------------
 
 def test_an_angry_complaint_scores_high_and_a_neutral_call_low(shipped: ClassifierSet):

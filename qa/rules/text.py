@@ -24,15 +24,16 @@ def normalize(text: str) -> str:
     return _DROP.sub("", unicodedata.normalize("NFKC", text).lower())
 
 
-_DROP_RUN = re.compile(r"(?:[^\w%.]|_)+")
+# captured, so one split gives the kept pieces and the dropped runs between them
+_DROP_RUN = re.compile(r"((?:[^\w%.]|_)+)")
 
 
 def normalize_with_breaks(text: str) -> tuple[str, frozenset[int]]:
     """The normalised text and the offsets in it where punctuation or spaces were removed.
     Matching ignores them, but a clause break separates a negator from what follows
     (没有，保本保息 answers a question and then promises); an enumeration comma (、) is no break."""
-    pieces = _DROP_RUN.split(unicodedata.normalize("NFKC", text).lower())
-    gaps = _DROP_RUN.findall(unicodedata.normalize("NFKC", text).lower())
+    parts = _DROP_RUN.split(unicodedata.normalize("NFKC", text).lower())
+    pieces, gaps = parts[0::2], parts[1::2]
     breaks: set[int] = set()
     pos = 0
     for part, gap in zip(pieces[:-1], gaps):
