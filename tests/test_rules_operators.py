@@ -84,6 +84,14 @@ def test_pinyin_polyphones_match_in_either_reading(tmp_path):
     assert status(engine, call(("A", "银行"))) == "fired"  # 行 háng, main reading xíng
 
 
+def test_pinyin_polyphones_main_reading_admits_only_the_character(tmp_path):
+    engine = one_rule(tmp_path, "pinyin: {terms: [银行, 未还]}")
+    assert status(engine, call(("A", "银星"))) == "passed"  # xíng is 行's main reading, not 星's
+    assert status(engine, call(("A", "请问是韦海涛先生吗"))) == "passed"  # 海 is not 还
+    assert status(engine, call(("A", "这笔钱一直未还"))) == "fired"
+    assert status(engine, call(("A", "这笔钱一直未环"))) == "fired"  # the repaying 还 is huán
+
+
 def test_pinyin_max_errors_only_for_long_terms(tmp_path):
     engine = one_rule(tmp_path, "pinyin: {terms: [投资须谨慎, 保本], max_errors: 1}")
     assert status(engine, call(("A", "投资需紧慎"))) == "fired"

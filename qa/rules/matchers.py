@@ -207,6 +207,8 @@ class PinyinOp(TextOp):
     compiled: object = field(default=None, init=False, compare=False, repr=False)
     # sound string -> term, for telling which term a hit sounded like
     owners: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)
+    # term -> {position: main-reading symbol} where only the term's own character may stand
+    exact: dict[str, dict[int, str]] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         table = sound_table(self.level)
@@ -215,6 +217,8 @@ class PinyinOp(TextOp):
         for term in sorted(self.terms, key=len, reverse=True):
             classes = table.term_classes(term)
             alternatives.append("".join(classes))
+            if exact := table.exact_only(term):
+                self.exact[term] = exact
             for combo in itertools.product(*(c[1:-1] for c in classes)):
                 self.owners.setdefault("".join(combo), term)
             if self.max_errors and len(classes) >= self.min_len_for_errors:
@@ -242,7 +246,12 @@ class PinyinOp(TextOp):
         hits = []
         for m in self.compiled.finditer(ctx.sound_text(self.scope(ctx), self.level)):
             s, e = m.span()
-            hits.append(self._locate(ctx, s, e, text[s:e], self._owner(m.group())))
+            sound, term = m.group(), self._owner(m.group())
+            exact = self.exact.get(term)
+            if exact and len(term) == e - s and any(
+                    sound[n] == sym and text[s + n] != term[n] for n, sym in exact.items()):
+                continue
+            hits.append(self._locate(ctx, s, e, text[s:e], term))
         return hits
 
 

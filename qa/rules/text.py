@@ -95,12 +95,25 @@ class SoundTable:
     def term_classes(self, term: str) -> list[str]:
         """One regex class per character of a rule term: its syllable in context (利率 is
         li lǜ) plus the character's own main reading, so a polyphone written exactly as in
-        the rule always matches (银行: 行 reads xíng first, háng here)."""
+        the rule always matches (银行: 行 reads xíng first, háng here). The main reading
+        admits only that character itself (:meth:`exact_only`)."""
         out = []
         for syl, ch in zip(term_syllables(term, self.level), term):
             own = self.char_symbol.get(ord(ch), ch)
             syms = {self.syllable_symbol.get(syl, own), own}
             out.append("[" + "".join(sorted(syms)) + "]")
+        return out
+
+    def exact_only(self, term: str) -> dict[int, str]:
+        """Positions of a term's polyphones read otherwise in context, with the symbol of the
+        character's main reading: a transcript character there with that symbol must be the
+        term's character itself (未还 reads wèi huán: 还 matches, 海 of the name 韦海涛 does
+        not, though both are hai as main readings)."""
+        out = {}
+        for n, (syl, ch) in enumerate(zip(term_syllables(term, self.level), term)):
+            own = self.char_symbol.get(ord(ch))
+            if own is not None and self.syllable_symbol.get(syl, own) != own:
+                out[n] = own
         return out
 
 
@@ -122,10 +135,18 @@ def sound_table(level: str) -> SoundTable:
     return SoundTable(level, char_symbol, syllable_symbol)
 
 
+# 还 of repaying (huán): pypinyin reads 还款, 未还, 应还 ... as hái (still), so a term of the
+# debt vocabulary would match 海款 and miss 环款, the homophones a recogniser writes.
+_REPAY = re.compile(r"还(?=[款钱清贷上完本息])|(?<=[未没不要应欠归偿催代帮替先已待])还")
+
+
 def term_syllables(term: str, level: str) -> tuple[str, ...]:
-    """The syllables of a rule term, using pypinyin's phrase dictionary for polyphones."""
+    """The syllables of a rule term, using pypinyin's phrase dictionary for polyphones (and
+    :data:`_REPAY` where it reads the repaying 还 as hái)."""
     style = Style.TONE3 if level == TONE else Style.NORMAL
     raw = lazy_pinyin(term, style=style, neutral_tone_with_five=True, v_to_u=False, errors="default")
+    for m in _REPAY.finditer(term):
+        raw[m.start()] = "huan2" if level == TONE else "huan"
     if level == FUZZY:
         return tuple(fuzzy_syllable(s) for s in raw)
     return tuple(raw)
