@@ -120,6 +120,10 @@ def test_regex_never_spans_two_utterances(tmp_path):
     ("没有，保本的。", True),  # a clause break separates the answer from the promise
     ("是不是保本？当然保本。", True),  # A-not-A questions do not negate; the second one fires anyway
     ("不要担心，这个绝对保本。", True),
+    ("我不敢说是保本的。", False),
+    ("有人说「这个保本」，那是骗人的。", False),  # reported in quotation marks
+    ("他说“保本”，我跟您说确实保本。", True),  # the second one is said
+    ("“稳健”系列，保本。", True),  # quotation marks elsewhere in the utterance
 ])
 def test_negation_guard(tmp_path, said, fires):
     engine = one_rule(tmp_path, "keyword: {terms: [保本], negation: true}")

@@ -96,6 +96,7 @@ class CallContext:
     inferred_line: InferredLine | None = None
     texts: list[str] = field(init=False)
     breaks: list[frozenset[int]] = field(init=False)  # clause breaks in each normalised text
+    quoted: list[tuple[tuple[int, int], ...]] = field(init=False)  # stretches in quotation marks
     roles: list[str] = field(init=False)
     turn_no: list[int] = field(init=False)  # index of each utterance among its role's turns
     offsets: list[int] = field(init=False)  # call-wide character offset of each utterance
@@ -117,8 +118,9 @@ class CallContext:
 
     def __post_init__(self) -> None:
         normalized = [normalize_with_breaks(u.text) for u in self.transcript.utterances]
-        self.texts = [t for t, _ in normalized]
-        self.breaks = [b for _, b in normalized]
+        self.texts = [n.text for n in normalized]
+        self.breaks = [n.breaks for n in normalized]
+        self.quoted = [n.quoted for n in normalized]
         self.roles = [u.role for u in self.transcript.utterances]
         counts: dict[str, int] = {}
         self.turn_no = []

@@ -15,7 +15,7 @@ from .match import Match, describe_hits
 from .text import sound_table
 
 DEFAULT_NEGATORS = ("不", "没", "没有", "无", "非", "未", "别", "并非", "不能保证", "无法保证", "不保证",
-                    "不承诺", "谈不上", "算不上", "不存在", "不是")
+                    "不承诺", "谈不上", "算不上", "不存在", "不是", "不敢说", "不敢讲", "不能说", "不好说", "不敢保证")
 DEFAULT_POST_NEGATORS = ("是不可能的", "不可能", "是不存在的", "做不到")
 # Phrases containing a negator that do not negate what follows: 没问题，保本保息 is a promise,
 # and A-not-A questions (是不是有病) ask rather than deny.
@@ -136,7 +136,7 @@ class TextOp:
 
     def find(self, ctx: CallContext) -> tuple[list[Hit], dict[str, int]]:
         """Hits after the filters, and how many candidates each filter dropped (for explain)."""
-        dropped = {"window": 0, "negated": 0, "word": 0}
+        dropped = {"window": 0, "negated": 0, "quoted": 0, "word": 0}
         kept: list[Hit] = []
         tokenizer = word_tokenizer(self.words) if self.word else None
         for hit in self.candidates(ctx):
@@ -145,6 +145,10 @@ class TextOp:
             elif self.negation is not None and self.negation.negated(ctx.texts[hit.utt], ctx.breaks[hit.utt],
                                                                       hit.start, hit.end):
                 dropped["negated"] += 1
+            # words in quotation marks are reported (「稳赚不赔」是诈骗话术), which the guard
+            # treats like a negation
+            elif self.negation is not None and any(s <= hit.start and hit.end <= e for s, e in ctx.quoted[hit.utt]):
+                dropped["quoted"] += 1
             elif tokenizer is not None and not {hit.start, hit.end} <= ctx.word_bounds(hit.utt, tokenizer):
                 dropped["word"] += 1
             else:

@@ -28,20 +28,44 @@ def normalize(text: str) -> str:
 _DROP_RUN = re.compile(r"((?:[^\w%.]|_)+)")
 
 
-def normalize_with_breaks(text: str) -> tuple[str, frozenset[int]]:
+_OPENING_QUOTES = "「『“‘"
+_CLOSING_QUOTES = "」』”’"
+
+
+@dataclass(frozen=True)
+class Normalized:
+    """An utterance as the text operators read it, with what normalisation removed but the
+    guards still need: clause breaks and quoted stretches."""
+
+    text: str
+    breaks: frozenset[int]  # offsets where punctuation or spaces were removed (not 、)
+    quoted: tuple[tuple[int, int], ...]  # [start, end) of each stretch inside quotation marks
+
+
+def normalize_with_breaks(text: str) -> Normalized:
     """The normalised text and the offsets in it where punctuation or spaces were removed.
     Matching ignores them, but a clause break separates a negator from what follows
-    (没有，保本保息 answers a question and then promises); an enumeration comma (、) is no break."""
+    (没有，保本保息 answers a question and then promises); an enumeration comma (、) is no break.
+    Quotation marks (「」, “”, ‘’, a pair of ") delimit words reported, not said."""
     parts = _DROP_RUN.split(unicodedata.normalize("NFKC", text).lower())
     pieces, gaps = parts[0::2], parts[1::2]
     breaks: set[int] = set()
+    quoted: list[tuple[int, int]] = []
+    opened: int | None = None
     pos = 0
     for part, gap in zip(pieces[:-1], gaps):
         pos += len(part)
         # an enumeration comma joins what one negator covers: 没有保证金、手续费
         if gap.strip() != "、":
             breaks.add(pos)
-    return "".join(pieces), frozenset(breaks)
+        for ch in gap:
+            if opened is None and (ch in _OPENING_QUOTES or ch == '"'):
+                opened = pos
+            elif opened is not None and (ch in _CLOSING_QUOTES or ch == '"'):
+                if pos > opened:
+                    quoted.append((opened, pos))
+                opened = None
+    return Normalized("".join(pieces), frozenset(breaks), tuple(quoted))
 
 
 def is_cjk(ch: str) -> bool:
