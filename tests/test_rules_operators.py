@@ -124,6 +124,11 @@ def test_regex_never_spans_two_utterances(tmp_path):
     ("有人说「这个保本」，那是骗人的。", False),  # reported in quotation marks
     ("他说“保本”，我跟您说确实保本。", True),  # the second one is said
     ("“稳健”系列，保本。", True),  # quotation marks elsewhere in the utterance
+    ("没有任何理财是保本的。", False),  # a denial that reaches across the clause
+    ("现在不会跟您承诺保本。", False),
+    ("买了就一定保本是骗人的。", False),  # a post-negator later in the clause
+    ("没有任何手续费，这款保本。", True),  # the clause break ends the denial
+    ("没有任何手续费而且这个产品绝对是保本的", True),  # nor does it reach past ten characters
 ])
 def test_negation_guard(tmp_path, said, fires):
     engine = one_rule(tmp_path, "keyword: {terms: [保本], negation: true}")

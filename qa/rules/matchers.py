@@ -17,6 +17,13 @@ from .text import sound_table
 DEFAULT_NEGATORS = ("不", "没", "没有", "无", "非", "未", "别", "并非", "不能保证", "无法保证", "不保证",
                     "不承诺", "谈不上", "算不上", "不存在", "不是", "不敢说", "不敢讲", "不能说", "不好说", "不敢保证")
 DEFAULT_POST_NEGATORS = ("是不可能的", "不可能", "是不存在的", "做不到")
+# Denials that reach further, to anywhere in the same clause within CLAUSE_GAP characters:
+# 没有任何理财是稳赚不赔的, 不会跟您承诺保本, 不查征信是没法审批的, 一定能批的说法
+CLAUSE_NEGATORS = ("没有任何", "不存在", "不能承诺", "不会承诺", "不会跟您承诺", "不能跟您承诺", "没法跟您说",
+                   "不能跟您说", "没有哪个", "没有哪家", "没有一款", "从来没有", "绝不会", "并不是", "不是指", "不等于")
+CLAUSE_POST_NEGATORS = ("的说法", "这种说法", "这个说法", "是不对的", "是不规范的", "是违规的", "是诈骗", "不准确",
+                        "是骗人的", "是没法", "是不可能的", "是不存在的", "是假的")
+CLAUSE_GAP = 10
 # Phrases containing a negator that do not negate what follows: 没问题，保本保息 is a promise,
 # and A-not-A questions (是不是有病) ask rather than deny.
 NOT_NEGATIONS = ("没问题", "不错", "不用担心", "别担心", "不用怕", "不少", "不仅", "无论", "不管", "非常",
@@ -88,8 +95,20 @@ class NegationGuard:
     before: tuple[str, ...] = DEFAULT_NEGATORS
     after: tuple[str, ...] = DEFAULT_POST_NEGATORS
     gap: int = 2
+    clause_before: tuple[str, ...] = CLAUSE_NEGATORS
+    clause_after: tuple[str, ...] = CLAUSE_POST_NEGATORS
 
     def negated(self, text: str, breaks: frozenset[int], start: int, end: int) -> bool:
+        return self._near(text, breaks, start, end) or self._in_clause(text, breaks, start, end)
+
+    def _in_clause(self, text: str, breaks: frozenset[int], start: int, end: int) -> bool:
+        """A clause negator before the hit or a clause post-negator after it, in its clause."""
+        lo = max([b for b in breaks if b <= start] + [0, start - CLAUSE_GAP])
+        hi = min([b for b in breaks if b >= end] + [len(text), end + CLAUSE_GAP])
+        before, after = text[lo:start], text[end:hi]
+        return any(neg in before for neg in self.clause_before) or any(post in after for post in self.clause_after)
+
+    def _near(self, text: str, breaks: frozenset[int], start: int, end: int) -> bool:
         for neg in self.before:
             for g in range(self.gap + 1):
                 s = start - g - len(neg)
