@@ -22,7 +22,8 @@ DEFAULT_POST_NEGATORS = ("是不可能的", "不可能", "是不存在的", "做
 CLAUSE_NEGATORS = ("没有任何", "不存在", "不能承诺", "不会承诺", "不会跟您承诺", "不能跟您承诺", "没法跟您说",
                    "不能跟您说", "没有哪个", "没有哪家", "没有一款", "从来没有", "绝不会", "并不是", "不是指", "不等于")
 CLAUSE_POST_NEGATORS = ("的说法", "这种说法", "这个说法", "是不对的", "是不规范的", "是违规的", "是诈骗", "不准确",
-                        "是骗人的", "是没法", "是不可能的", "是不存在的", "是假的")
+                        "是骗人的", "是没法", "是不可能的", "是不存在的", "是假的", "不合适", "没办法说", "没法说",
+                        "不能这么说")
 CLAUSE_GAP = 10
 # Phrases containing a negator that do not negate what follows: 没问题，保本保息 is a promise,
 # and A-not-A questions (是不是有病) ask rather than deny.
