@@ -20,7 +20,7 @@ from qa.storage.models import Assessment, Finding, ReviewItem
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 ANN = Actor("ann", "inspector")
 # Discloses the recording, gives a job number, closes politely; the one fault: no greeting.
-NO_GREETING = [("agent", "嘉禾银行信用卡中心，工号一零零一，本次通话将被录音。"),
+NO_GREETING = [("agent", "喂，本次通话将被录音，说吧。"),
                ("customer", "我想查一下积分。"),
                ("agent", "您的积分是五千分，感谢您的来电，再见。")]
 THREAT = [("agent", "您好，嘉禾银行信用卡中心，工号一零零一，本次通话将被录音。"),
