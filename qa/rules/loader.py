@@ -160,11 +160,11 @@ class _File:
         if isinstance(value, bool):
             return NegationGuard() if value else None
         doc = self.mapping(value, line, "negation")
-        self.keys(doc, ("before", "after", "gap"), "negation")
+        self.keys(doc, ("before", "after", "gap", "quoted"), "negation")
         before = self.strings(doc["before"], doc.line_of("before"), "negation before") if "before" in doc else DEFAULT_NEGATORS
         after = self.strings(doc["after"], doc.line_of("after"), "negation after") if "after" in doc else DEFAULT_POST_NEGATORS
         return NegationGuard(tuple(normalize(b) for b in before), tuple(normalize(a) for a in after),
-                             self.number(doc, "gap", integer=True, default=2))
+                             self.number(doc, "gap", integer=True, default=2), quoted=self.flag(doc, "quoted", default=True))
 
     def _terms_op(self, arg: Any, line: int, op: str, extra: tuple[str, ...]) -> tuple[YMap, tuple[str, ...], int]:
         doc = arg if isinstance(arg, YMap) else YMap(terms=arg)

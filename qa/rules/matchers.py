@@ -99,6 +99,7 @@ class NegationGuard:
     gap: int = 2
     clause_before: tuple[str, ...] = CLAUSE_NEGATORS
     clause_after: tuple[str, ...] = CLAUSE_POST_NEGATORS
+    quoted: bool = True  # words in quotation marks are reported, not said (off for a warning read out)
 
     def negated(self, text: str, breaks: frozenset[int], start: int, end: int) -> bool:
         return self._near(text, breaks, start, end) or self._in_clause(text, breaks, start, end)
@@ -168,7 +169,8 @@ class TextOp:
                 dropped["negated"] += 1
             # words in quotation marks are reported (「稳赚不赔」是诈骗话术), which the guard
             # treats like a negation
-            elif self.negation is not None and any(s <= hit.start and hit.end <= e for s, e in ctx.quoted[hit.utt]):
+            elif (self.negation is not None and self.negation.quoted
+                  and any(s <= hit.start and hit.end <= e for s, e in ctx.quoted[hit.utt])):
                 dropped["quoted"] += 1
             elif tokenizer is not None and not {hit.start, hit.end} <= ctx.word_bounds(hit.utt, tokenizer):
                 dropped["word"] += 1
