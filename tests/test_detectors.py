@@ -145,3 +145,13 @@ def test_an_artifact_without_the_context_block_reads_utterances_alone():
     assert np.allclose(with_context, detector.scores(detector_inputs(texts)))
     detector.reads_context = False  # what an older artifact is: no context block
     assert np.allclose(detector.call_scores(texts), detector.scores(texts))
+
+
+def test_a_calls_scores_from_cached_line_parts_equal_the_pipelines():
+    detector = load_detector(SHIPPED)
+    first = ["您好，请问有什么可以帮您？", "我要投诉你们", "", "投诉也没用", "好的", "我要投诉你们", "好的"]
+    second = ["好的", "投诉也没用", "你再不还我就去你单位找你", "好的"]  # mostly lines already seen
+    for texts in (first, second, first):
+        want = detector.pipeline.predict_proba(detector_inputs(texts))
+        assert np.allclose(detector.call_scores(texts), want, atol=1e-5)
+    assert detector.call_scores([]).shape == (0, len(CATEGORIES))

@@ -287,6 +287,9 @@ def split_metrics(s: SnippetScores, thresholds: dict[str, float]) -> dict[str, A
     return per
 
 
+_LINE_CACHE = 65536  # lines whose parts of the decision are kept (a night's scripted lines)
+
+
 class Detector:
     """A loaded detector: ``scores(texts)`` is [text, category] probabilities.
 
@@ -309,20 +312,69 @@ class Detector:
         self._intercepts = np.array([m.estimator.intercept_[0] for m in members])
         self._a = np.array([m.calibrators[0].a_ for m in members])
         self._b = np.array([m.calibrators[0].b_ for m in members])
+        self._parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def call_scores(self, utterances: Sequence[str]) -> np.ndarray:
-        """[utterance, category] probabilities for one call's utterance texts, in order."""
-        return self.scores(detector_inputs(utterances) if self.reads_context
-                           else [line_text(t) for t in utterances])
+        """[utterance, category] probabilities for one call's utterance texts, in order: the
+        numbers :meth:`scores` gives for their :func:`detector_inputs`, summed from each
+        line's part of the decision, which depends on the line alone (its own n-gram blocks,
+        and the context block where it is the utterance before), so a line seen before (好的,
+        请稍等, the scripted openings) is not analysed again."""
+        if not self.reads_context:
+            return self.scores([line_text(t) for t in utterances])
+        lines = [line_text(t) for t in utterances]
+        if not lines:
+            return self.scores([])
+        parts = self._line_parts(lines)
+        own = np.array([parts[line][0] for line in lines])
+        context = np.array([parts[line][1] for line in lines])
+        decision = own + self._intercepts
+        # an utterance's context is the one before; an empty utterance has none
+        follows = np.array([bool(line) for line in lines[1:]], dtype=bool)
+        decision[1:][follows] += context[:-1][follows]
+        return (1.0 / (1.0 + np.exp(self._a * decision + self._b))).astype(np.float32)
+
+    def _line_parts(self, lines: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """line -> (its own blocks' part of the decision, its part as context), from the
+        cache or computed for the new lines together."""
+        from .fast import sparse_dot
+        from .text import CONTEXT_MARK
+
+        found, new = {}, []
+        for line in dict.fromkeys(lines):
+            part = self._parts.get(line)
+            if part is None:
+                new.append(line)
+            else:
+                found[line] = part
+        if new:
+            n = len(new)
+            own = np.zeros((n, self._weights.shape[1]))
+            context = np.zeros_like(own)
+            for name in self._features.block_names:
+                if name == "context":
+                    row, col, val = self._features.block_batch(name, [CONTEXT_MARK + line if line else "" for line in new])
+                    context += sparse_dot(row, col, val, self._weights[self._features.block_span(name)], n)
+                else:
+                    row, col, val = self._features.block_batch(name, new)
+                    own += sparse_dot(row, col, val, self._weights[self._features.block_span(name)], n)
+            computed = dict(zip(new, zip(own, context)))
+            found.update(computed)
+            if len(self._parts) + n > _LINE_CACHE:
+                self._parts = {}  # rebound, not cleared: another thread may be reading it
+            self._parts.update(computed)
+        return found
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
+        """[text, category] probabilities of detector inputs (:func:`detector_inputs`)."""
         if not texts:
             return np.zeros((0, len(self.index)), dtype=np.float32)
-        from scipy.sparse import csr_matrix
+        from .fast import sparse_dot
 
-        rows, cols, vals = self._features.batch(texts)
-        features = csr_matrix((vals, (rows, cols)), shape=(len(texts), self._features.size))
-        decision = features @ self._weights + self._intercepts
+        decision = np.zeros((len(texts), self._weights.shape[1])) + self._intercepts
+        for name in self._features.block_names:
+            row, col, val = self._features.block_batch(name, texts)
+            decision += sparse_dot(row, col, val, self._weights[self._features.block_span(name)], len(texts))
         return (1.0 / (1.0 + np.exp(self._a * decision + self._b))).astype(np.float32)
 
     @property

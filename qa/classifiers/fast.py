@@ -26,6 +26,7 @@ from sklearn.svm import LinearSVC
 class _Block:
     """One TF-IDF vectorizer of the feature union, at ``offset`` in the joined features."""
 
+    name: str
     analyze: Callable[[str], list[str]]
     vocabulary: dict[str, int]
     idf: np.ndarray
@@ -54,7 +55,7 @@ class CompiledFeatures:
         for name, vec in features.transformer_list:
             if not isinstance(vec, TfidfVectorizer) or vec.norm != "l2" or not vec.use_idf or vec.binary:
                 raise ValueError(f"feature block {name!r} must be a TfidfVectorizer with l2 norm and idf")
-            blocks.append(_Block(vec.build_analyzer(), dict(vec.vocabulary_),
+            blocks.append(_Block(name, vec.build_analyzer(), dict(vec.vocabulary_),
                                  np.asarray(vec.idf_, dtype=np.float64), bool(vec.sublinear_tf), offset))
             offset += len(vec.vocabulary_)
         self._blocks = tuple(blocks)
@@ -84,34 +85,60 @@ class CompiledFeatures:
         return np.asarray(all_idx, dtype=np.int64), np.asarray(all_val, dtype=np.float64)
 
 
+    @property
+    def block_names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self._blocks)
+
+    def block_span(self, name: str) -> slice:
+        """Where a block's columns lie in the joined features."""
+        b = self._blocks[self.block_names.index(name)]
+        return slice(b.offset, b.offset + len(b.vocabulary))
+
+    def block_batch(self, name: str, docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row, column (inside the block) and value of every non-zero feature of one block
+        for ``docs``, rows ascending: one round of numpy calls for all the documents."""
+        b = self._blocks[self.block_names.index(name)]
+        n = len(docs)
+        lengths, tokens = [], []
+        for doc in docs:
+            t = b.analyze(doc)
+            lengths.append(len(t))
+            tokens.extend(t)
+        ids = np.fromiter(map(b.vocabulary.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens))
+        rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
+        keep = ids >= 0
+        width = len(b.vocabulary)
+        keys, counts = np.unique(rows[keep] * width + ids[keep], return_counts=True)
+        row, col = keys // width, keys % width
+        tf = counts.astype(np.float64)
+        if b.sublinear_tf:
+            tf = np.log(tf) + 1.0
+        val = tf * b.idf[col]
+        norms = np.sqrt(np.bincount(row, weights=val * val, minlength=n))
+        val /= np.where(norms > 0, norms, 1.0)[row]
+        return row, col, val
+
     def batch(self, docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Row, column and value of every non-zero feature of ``docs``, as ``__call__`` gives
         them one document at a time, computed for all documents together (fewer numpy calls
         per document: one call's utterances are scored at once)."""
         rows_out, cols_out, vals_out = [], [], []
-        n = len(docs)
         for b in self._blocks:
-            lengths, tokens = [], []
-            for doc in docs:
-                t = b.analyze(doc)
-                lengths.append(len(t))
-                tokens.extend(t)
-            ids = np.fromiter(map(b.vocabulary.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens))
-            rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
-            keep = ids >= 0
-            width = len(b.vocabulary)
-            keys, counts = np.unique(rows[keep] * width + ids[keep], return_counts=True)
-            row, col = keys // width, keys % width
-            tf = counts.astype(np.float64)
-            if b.sublinear_tf:
-                tf = np.log(tf) + 1.0
-            val = tf * b.idf[col]
-            norms = np.sqrt(np.bincount(row, weights=val * val, minlength=n))
-            val /= np.where(norms > 0, norms, 1.0)[row]
+            row, col, val = self.block_batch(b.name, docs)
             rows_out.append(row)
             cols_out.append(col + b.offset)
             vals_out.append(val)
         return np.concatenate(rows_out), np.concatenate(cols_out), np.concatenate(vals_out)
+
+
+def sparse_dot(row: np.ndarray, col: np.ndarray, val: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
+    """[n, k] product of the sparse rows (``row`` ascending, as ``block_batch`` gives them)
+    with dense ``weights`` [features, k], without building a sparse matrix."""
+    out = np.zeros((n, weights.shape[1]))
+    if row.size:
+        starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+        out[row[starts]] = np.add.reduceat(weights[col] * val[:, None], starts, axis=0)
+    return out
 
 
 class CompiledModel:

@@ -40,11 +40,29 @@ class RoleText:
     text: str
     starts: list[int]
     utts: list[int]
+    # the text as UTF-8 and where each utterance starts in it, for the RE2 scans (which
+    # work on bytes); a sound string has the same byte layout (text.SoundTable)
+    data: bytes = field(init=False, repr=False)
+    byte_starts: list[int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.data = self.text.encode()
+        self.byte_starts = [0]
+        for piece in self.text.split(SEP)[:-1]:
+            self.byte_starts.append(self.byte_starts[-1] + len(piece.encode()) + 1)
 
     def locate(self, pos: int) -> tuple[int, int]:
         """(utterance index, offset inside it) of a position in the joined text."""
         k = bisect_right(self.starts, pos) - 1
         return self.utts[k], pos - self.starts[k]
+
+    def locate_bytes(self, start: int, end: int) -> tuple[int, int, int]:
+        """(utterance index, start, end in characters inside it) of a byte span of ``data``
+        that lies inside one utterance."""
+        k = bisect_right(self.byte_starts, start) - 1
+        first = self.byte_starts[k]
+        off = len(self.data[first:start].decode())
+        return self.utts[k], off, off + len(self.data[start:end].decode())
 
 
 @dataclass(frozen=True)
@@ -101,7 +119,7 @@ class CallContext:
     turn_no: list[int] = field(init=False)  # index of each utterance among its role's turns
     offsets: list[int] = field(init=False)  # call-wide character offset of each utterance
     _role_texts: dict[str, RoleText] = field(init=False, default_factory=dict)
-    _sounds: dict[tuple[str, str], str] = field(init=False, default_factory=dict)
+    _sounds: dict[tuple[str, str], bytes] = field(init=False, default_factory=dict)
     _bounds: dict[int, frozenset[int]] = field(init=False, default_factory=dict)
     _features: CallFeatures | None = field(init=False, default=None)
     _cache: dict = field(init=False, default_factory=dict)  # per-call results of operators (detector scores)
@@ -162,12 +180,13 @@ class CallContext:
             self._role_texts[role] = cached
         return cached
 
-    def sound_text(self, role: str, level: str) -> str:
-        """The role's joined text as a sound string (see text.SoundTable), position for position."""
+    def sound_text(self, role: str, level: str) -> bytes:
+        """The role's joined text as a sound string (see text.SoundTable), position for
+        position and byte for byte, in UTF-8."""
         key = (role, level)
         cached = self._sounds.get(key)
         if cached is None:
-            cached = self._sounds[key] = sound_table(level).translate(self.role_text(role).text)
+            cached = self._sounds[key] = sound_table(level).translate(self.role_text(role).text).encode()
         return cached
 
     def cached(self, key, compute):

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 import re2
+from re2 import _re2
 
 from .context import ANY_ROLE, CallContext, Hit
 from .match import Match, describe_hits
@@ -269,16 +270,19 @@ class PinyinOp(TextOp):
         return sound_table(self.level).term_classes(term)
 
     def candidates(self, ctx: CallContext) -> list[Hit]:
-        text = ctx.role_text(self.scope(ctx)).text
+        rt = ctx.role_text(self.scope(ctx))
+        sounds = ctx.sound_text(self.scope(ctx), self.level)
         hits = []
-        for m in self.compiled.finditer(ctx.sound_text(self.scope(ctx), self.level)):
-            s, e = m.span()
-            sound, term = m.group(), self._owner(m.group())
+        for bs, be in self.compiled.spans(sounds):
+            utt, s, e = rt.locate_bytes(bs, be)
+            text = ctx.texts[utt]
+            sound = sounds[bs:be].decode()
+            term = self._owner(sound)
             exact = self.exact.get(term)
             if exact and len(term) == e - s and any(
                     sound[n] == sym and text[s + n] != term[n] for n, sym in exact.items()):
                 continue
-            hits.append(self._locate(ctx, s, e, text[s:e], term))
+            hits.append(Hit(utt, s, e, text[s:e], term=term))
         return hits
 
 
@@ -290,9 +294,41 @@ _UNSUPPORTED = (
 )
 
 
-def compile_regex(pattern: str) -> re2._Regexp:
-    """Compile on RE2 (linear time, no catastrophic backtracking on long calls). Raises
-    ValueError naming the unsupported construct."""
+class Regex:
+    """A pattern compiled on RE2 (linear time, no catastrophic backtracking on long calls),
+    scanned over UTF-8 bytes: the ``re2`` module's own ``finditer`` converts every match's
+    offsets to characters in Python, which cost more than the matching on a call's text."""
+
+    __slots__ = ("pattern", "_program")
+
+    def __init__(self, pattern: str, options: re2.Options) -> None:
+        self.pattern = pattern
+        self._program = _re2.RE2(pattern.encode(), options)
+        if not self._program.ok():
+            raise re2.error(self._program.error())
+
+    def spans(self, data: bytes) -> list[tuple[int, int]]:
+        """Byte spans of the leftmost non-overlapping matches (empty matches skipped)."""
+        out, pos, end = [], 0, len(data)
+        while pos <= end:
+            s, e = self._program.Match(_UNANCHORED, data, pos, end)[0]
+            if s < 0:
+                break
+            if e > s:
+                out.append((s, e))
+                pos = e
+            else:  # an empty match: step over one character
+                pos = s + 1
+                while pos < end and data[pos] & 0xC0 == 0x80:
+                    pos += 1
+        return out
+
+
+_UNANCHORED = _re2.RE2.Anchor.UNANCHORED
+
+
+def compile_regex(pattern: str) -> Regex:
+    """Compile on RE2. Raises ValueError naming the unsupported construct."""
     for probe, what in _UNSUPPORTED:
         if probe.search(pattern):
             raise ValueError(f"regex {pattern!r} uses {what}, which the linear-time engine (RE2) does not support")
@@ -300,7 +336,7 @@ def compile_regex(pattern: str) -> re2._Regexp:
     options.log_errors = False
     options.never_nl = True  # never match across the utterance separator
     try:
-        return re2.compile(pattern, options)
+        return Regex(pattern, options)
     except re2.error as e:
         detail = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
         raise ValueError(f"regex {pattern!r} is not valid for RE2: {detail}") from e
@@ -313,5 +349,8 @@ class RegexOp(TextOp):
 
     def candidates(self, ctx: CallContext) -> list[Hit]:
         rt = ctx.role_text(self.scope(ctx))
-        return [self._locate(ctx, m.start(), m.end(), m.group()) for m in self.compiled.finditer(rt.text)
-                if m.end() > m.start()]
+        hits = []
+        for bs, be in self.compiled.spans(rt.data):
+            utt, s, e = rt.locate_bytes(bs, be)
+            hits.append(Hit(utt, s, e, ctx.texts[utt][s:e]))
+        return hits
