@@ -99,7 +99,7 @@ def test_findings_are_stored_with_evidence(factory):
         call = s.get(Call, analysis.call_id)
         findings = {f.rule_id: f for f in s.scalars(select(Finding))}
     assert call.status == "analyzed"
-    assert (analysis.rule_pack_name, analysis.rule_pack_version, analysis.classifiers_sha256) == ("finance-zh", "1.5.0", "")
+    assert (analysis.rule_pack_name, analysis.rule_pack_version, analysis.classifiers_sha256) == ("finance-zh", "1.6.0", "")
     assert len(analysis.rule_pack_sha256) == 64 and analysis.is_current
     assert analysis.scorecard["fatal"] is True
     assert analysis.scorecard["items"]["promise-guaranteed-return"]["status"] == "fired"
@@ -121,12 +121,12 @@ def test_rerun_is_idempotent_and_new_pack_versions_keep_history(factory, tmp_pat
     candidate = tmp_path / "pack-v2"
     shutil.copytree(PACK, candidate)
     (candidate / "pack.yaml").write_text((candidate / "pack.yaml").read_text(encoding="utf-8")
-                                         .replace('version: "1.5.0"', 'version: "1.6.0"'), encoding="utf-8")
+                                         .replace('version: "1.6.0"', 'version: "1.7.0"'), encoding="utf-8")
     [second] = analyze_calls(factory, rules_only(str(candidate)))
     assert second.status == "analyzed"
     with factory() as s:
         rows = s.scalars(select(Analysis).order_by(Analysis.id)).all()
-    assert [(a.rule_pack_version, a.is_current) for a in rows] == [("1.5.0", False), ("1.6.0", True)]
+    assert [(a.rule_pack_version, a.is_current) for a in rows] == [("1.6.0", False), ("1.7.0", True)]
     assert count(factory, Finding) == 6  # the first analysis keeps its findings
 
     # Going back to the first pack reuses its analysis and makes it current again.

@@ -112,6 +112,36 @@ def test_regex_never_spans_two_utterances(tmp_path):
     assert status(engine, call(("A", "保本而且保息"))) == "fired"
 
 
+def test_regex_matches_in_characters_after_multibyte_text(tmp_path):
+    # RE2 scans UTF-8 bytes; a hit after CJK text and digits must land on the right characters
+    engine = one_rule(tmp_path, r"regex: '[0-9]{4}'", category="pii.sensitive_number_spoken")
+    assert hits(engine, call(("A", "您好，工号是"), ("C", "嗯"), ("A", "尾号是一二，后面是7890吗"))) == "7890"
+
+
+def test_the_prefilter_only_skips_operators_that_cannot_match():
+    from pathlib import Path
+
+    from qa.rules.corpus import read_split
+    from qa.rules.engine import RuleEngine
+    from qa.rules.loader import load_pack
+
+    engine = RuleEngine(load_pack(Path(__file__).resolve().parent.parent / "rules" / "finance-zh"))
+    snippets, dialogues = read_split(Path(__file__).resolve().parent.parent / "data" / "eval", "dev")
+    skipped = 0
+    for item in (snippets + dialogues)[::4]:
+        with_filter = engine.evaluate(item.sample.reference)
+        ctx = engine.context(item.sample.reference)
+        skipped += sum(not engine.prefilter.allows(ctx, op) for op in engine.operators)
+        engine.prefilter, kept = None, engine.prefilter
+        try:
+            without = engine.evaluate(item.sample.reference)
+        finally:
+            engine.prefilter = kept
+        assert [(o.rule_id, o.status, o.why) for o in with_filter.outcomes] == \
+            [(o.rule_id, o.status, o.why) for o in without.outcomes]
+    assert skipped  # it does skip
+
+
 @pytest.mark.parametrize("said, fires", [
     ("这个产品不保本。", False),
     ("我们不能保证保本。", False),

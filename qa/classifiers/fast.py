@@ -55,7 +55,10 @@ class CompiledFeatures:
         for name, vec in features.transformer_list:
             if not isinstance(vec, TfidfVectorizer) or vec.norm != "l2" or not vec.use_idf or vec.binary:
                 raise ValueError(f"feature block {name!r} must be a TfidfVectorizer with l2 norm and idf")
-            blocks.append(_Block(name, vec.build_analyzer(), dict(vec.vocabulary_),
+            # plain ints: numpy.fromiter takes numpy scalars (what a fitted vocabulary holds)
+            # ten times slower than Python ints
+            vocabulary = {term: int(k) for term, k in vec.vocabulary_.items()}
+            blocks.append(_Block(name, vec.build_analyzer(), vocabulary,
                                  np.asarray(vec.idf_, dtype=np.float64), bool(vec.sublinear_tf), offset))
             offset += len(vec.vocabulary_)
         self._blocks = tuple(blocks)

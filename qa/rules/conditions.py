@@ -4,9 +4,9 @@ acoustic operators on CallFeatures and call metadata. Every condition has
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from datetime import tzinfo
-from typing import Protocol
+from typing import Iterator, Protocol
 
 from .context import CallContext, Hit, HoursWindow
 from .match import Match, describe_hits
@@ -14,6 +14,21 @@ from .match import Match, describe_hits
 
 class Condition(Protocol):
     def evaluate(self, ctx: CallContext) -> Match: ...
+
+
+def leaves(condition) -> Iterator:
+    """Every operator under a condition (the nodes with no condition below them), depth first."""
+    below = []
+    if is_dataclass(condition):
+        for f in fields(condition):
+            value = getattr(condition, f.name)
+            for item in value if isinstance(value, tuple) else (value,):
+                if hasattr(item, "evaluate"):
+                    below.append(item)
+    if not below:
+        yield condition
+    for child in below:
+        yield from leaves(child)
 
 
 def _dedupe(hits: list[Hit]) -> tuple[Hit, ...]:

@@ -129,6 +129,8 @@ class CallContext:
     # set by the engine while it looks for a required statement on a call whose roles were
     # inferred (mono recordings): text operators then search both roles' utterances
     lenient_roles: bool = field(init=False, default=False)
+    # the engine's matchers.Prefilter: which RE2 operators can match anywhere in this call
+    prefilter: object | None = None
 
     @property
     def roles_inferred(self) -> bool:
@@ -188,6 +190,10 @@ class CallContext:
         if cached is None:
             cached = self._sounds[key] = sound_table(level).translate(self.role_text(role).text).encode()
         return cached
+
+    def may_match(self, op) -> bool:
+        """False when the prefilter knows ``op`` has no match anywhere in the call."""
+        return self.prefilter is None or self.prefilter.allows(self, op)
 
     def cached(self, key, compute):
         """``compute()`` once per call and ``key``."""

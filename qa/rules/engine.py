@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from ..domain import CallTranscript
 from .calltype import InferredLine
+from .conditions import leaves
 from .context import CallContext, EngineOptions, Hit
+from .matchers import Prefilter
 from .results import FIRED, NA, PASSED, CallResult, RuleFinding, RuleOutcome
 from .schema import ABSENT, Rule, RulePack
 from .scorecard import score
@@ -17,9 +19,12 @@ class RuleEngine:
         self.pack = pack
         self.options = options or EngineOptions()
         self.options.validate()
+        self.operators = tuple(op for rule in pack.rules for top in (rule.when, rule.condition)
+                                   if top is not None for op in leaves(top))
+        self.prefilter: Prefilter | None = Prefilter(self.operators)
 
     def context(self, transcript: CallTranscript, inferred_line: InferredLine | None = None) -> CallContext:
-        return CallContext(transcript, self.options, inferred_line)
+        return CallContext(transcript, self.options, inferred_line, prefilter=self.prefilter)
 
     def evaluate(self, transcript: CallTranscript, rules: tuple[Rule, ...] | None = None,
                  inferred_line: InferredLine | None = None) -> CallResult:

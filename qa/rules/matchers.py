@@ -270,6 +270,8 @@ class PinyinOp(TextOp):
         return sound_table(self.level).term_classes(term)
 
     def candidates(self, ctx: CallContext) -> list[Hit]:
+        if not ctx.may_match(self):
+            return []
         rt = ctx.role_text(self.scope(ctx))
         sounds = ctx.sound_text(self.scope(ctx), self.level)
         hits = []
@@ -327,19 +329,61 @@ class Regex:
 _UNANCHORED = _re2.RE2.Anchor.UNANCHORED
 
 
+def _options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False
+    options.never_nl = True  # never match across the utterance separator
+    return options
+
+
 def compile_regex(pattern: str) -> Regex:
     """Compile on RE2. Raises ValueError naming the unsupported construct."""
     for probe, what in _UNSUPPORTED:
         if probe.search(pattern):
             raise ValueError(f"regex {pattern!r} uses {what}, which the linear-time engine (RE2) does not support")
-    options = re2.Options()
-    options.log_errors = False
-    options.never_nl = True  # never match across the utterance separator
     try:
-        return Regex(pattern, options)
+        return Regex(pattern, _options())
     except re2.error as e:
         detail = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
         raise ValueError(f"regex {pattern!r} is not valid for RE2: {detail}") from e
+
+
+class Prefilter:
+    """The patterns of a pack's pinyin operators as one RE2 set per tolerance level: one
+    pass over the whole call's sound string tells which operators can match anywhere in it,
+    and the others (about 60 % of them on the benchmark's calls) skip their own scan. A match
+    never crosses an utterance, so one that no role's text holds is not in the joined text
+    of both either. (The hand-written regexes stay out: as one set their automaton outgrows
+    RE2's memory budget and the pass costs what the scans it saves do.)"""
+
+    def __init__(self, ops) -> None:
+        groups: dict[str, list[PinyinOp]] = {}
+        for op in ops:
+            if isinstance(op, PinyinOp):
+                groups.setdefault(op.level, []).append(op)
+        self._sets: dict[str, object] = {}
+        self._slot: dict[int, tuple[str, int]] = {}
+        for key, members in groups.items():
+            patterns = list(dict.fromkeys(op.compiled.pattern for op in members))
+            index = {p: n for n, p in enumerate(patterns)}
+            program = _re2.Set(_UNANCHORED, _options())
+            for p in patterns:
+                program.Add(p.encode())
+            if not program.Compile():  # over RE2's memory budget: every operator scans itself
+                continue
+            self._sets[key] = program
+            for op in members:
+                self._slot[id(op)] = (key, index[op.compiled.pattern])
+
+    def matched(self, ctx: CallContext, level: str) -> frozenset[int]:
+        return frozenset(self._sets[level].Match(ctx.sound_text(ANY_ROLE, level)))
+
+    def allows(self, ctx: CallContext, op) -> bool:
+        slot = self._slot.get(id(op))
+        if slot is None:
+            return True
+        key, n = slot
+        return n in ctx.cached(("prefilter", key), lambda: self.matched(ctx, key))
 
 
 @dataclass(frozen=True, kw_only=True)
